@@ -1,0 +1,124 @@
+"""A sensor reading (DESIGN.md 2.1): one Merkle leaf of a micro-block."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgeledger.core import cbor
+from edgeledger.core.errors import DecodeError
+
+Value = int | float | bool | str | dict[str, int | float]
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}/[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_TEXT = 256
+MAX_UNIT = 32
+MAX_ATTESTATION = 256
+MAX_FIX_FIELDS = 16
+MAX_READING = 2048
+
+_REQUIRED = frozenset({"n", "t", "q", "v"})
+_OPTIONAL = frozenset({"u", "a"})
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One value from one sensor, validated and encoded once when made.
+
+    `raw` is the reading's deterministic CBOR: the bytes that are journaled,
+    hashed into the block's Merkle tree and proven later.
+    """
+
+    n: str
+    t: int
+    q: int
+    v: Value
+    u: str | None = None
+    a: bytes | None = None
+    raw: bytes = field(default=b"", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.raw:
+            _check(self.as_map(), "reading")
+            object.__setattr__(self, "raw", cbor.encode(self.as_map()))
+
+    @property
+    def sensor(self) -> str:
+        """The sensor id: the part of the name before the slash."""
+        return self.n.split("/", 1)[0]
+
+    def as_map(self) -> dict[str, Any]:
+        """The reading as the CBOR map of DESIGN.md 2.1."""
+        out: dict[str, Any] = {"n": self.n, "t": self.t, "q": self.q, "v": self.v}
+        if self.u is not None:
+            out["u"] = self.u
+        if self.a is not None:
+            out["a"] = self.a
+        return out
+
+    @classmethod
+    def decode(cls, data: bytes, what: str = "reading") -> Reading:
+        """Strictly decode a reading's CBOR bytes; DecodeError names `what` and the fault."""
+        obj = _check(cbor.decode(data, what, MAX_READING), what)
+        return cls(obj["n"], obj["t"], obj["q"], obj["v"], obj.get("u"), obj.get("a"),
+                   raw=bytes(data))
+
+
+def _check(obj: object, what: str) -> dict[str, Any]:
+    """Validate a reading map against DESIGN.md 2.1, naming the key at fault."""
+    m = cbor.expect_map(obj, _REQUIRED, _OPTIONAL, what)
+    cbor.field(m, "n", _is_name, "text '<sensor id>/<metric>' ([A-Za-z0-9._-], "
+                                 "up to 64 characters each side)", what)
+    cbor.field(m, "t", cbor.is_int64, "an integer (Unix epoch ms)", what)
+    cbor.field(m, "q", cbor.is_uint, "an unsigned integer", what)
+    cbor.field(m, "v", _is_value, "an int, a finite float, a bool, text of at most "
+                                  f"{MAX_TEXT} bytes, or a map of text to numbers", what)
+    if "u" in m:
+        cbor.field(m, "u", _is_unit, f"text of 1 to {MAX_UNIT} printable characters", what)
+    if "a" in m:
+        cbor.field(m, "a", _is_attestation, f"bytes, at most {MAX_ATTESTATION}", what)
+    return dict(m)
+
+
+def _is_name(value: object) -> bool:
+    return isinstance(value, str) and NAME_RE.fullmatch(value) is not None
+
+
+def _is_number(value: object) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return cbor.is_int64(value)
+
+
+def _is_value(value: object) -> bool:
+    if isinstance(value, bool) or _is_number(value):
+        return True
+    if isinstance(value, str):
+        return len(value.encode()) <= MAX_TEXT
+    if isinstance(value, Mapping):
+        return (0 < len(value) <= MAX_FIX_FIELDS
+                and all(isinstance(k, str) and 0 < len(k) <= MAX_UNIT and _is_number(x)
+                        for k, x in value.items()))
+    return False
+
+
+def _is_unit(value: object) -> bool:
+    return (isinstance(value, str) and 0 < len(value) <= MAX_UNIT
+            and value.isprintable() and not value.isspace())
+
+
+def _is_attestation(value: object) -> bool:
+    return isinstance(value, bytes) and len(value) <= MAX_ATTESTATION
+
+
+def check_sequence(readings: list[Reading], what: str) -> None:
+    """Raise DecodeError unless each sensor's `q` strictly increases along `readings`."""
+    last: dict[str, int] = {}
+    for i, r in enumerate(readings):
+        if r.sensor in last and r.q <= last[r.sensor]:
+            raise DecodeError(f"{what}: reading {i} ({r.n}) has q={r.q}, not above "
+                              f"{last[r.sensor]} from an earlier reading of sensor {r.sensor}")
+        last[r.sensor] = r.q
