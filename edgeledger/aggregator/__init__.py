@@ -1,0 +1,1 @@
+"""The aggregator: ingest, canonical log, checkpoints."""

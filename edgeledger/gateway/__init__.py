@@ -1,0 +1,1 @@
+"""The gateway agent: chain, journal, sealing."""

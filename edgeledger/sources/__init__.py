@@ -1,0 +1,1 @@
+"""What sensors speak: simulated and serial sources."""
