@@ -30,8 +30,8 @@ def test_keygen_writes_a_0600_key_and_prints_the_public_key(tmp_path: Path) -> N
     assert out.stat().st_mode & 0o777 == 0o600
 
 
-def test_keygen_refuses_to_overwrite_and_says_which_file(tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_keygen_refuses_to_overwrite_and_says_which_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "k.key"
     assert main(["keygen", "--out", str(out)]) == 0
     assert main(["keygen", "--out", str(out)]) == 1

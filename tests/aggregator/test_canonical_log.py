@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from edgeledger.aggregator.log import CanonicalLog, MemoryLogStore
@@ -41,7 +43,7 @@ def test_checkpoints_form_a_chain_of_consistent_trees() -> None:
         notes.append(log.sign_checkpoint(1_000 + step))
     cps = [open_checkpoint(n, SIGNER.verifier()) for n in notes]
     assert cps[0].height == 0 and cps[0].prev == ZERO_HASH
-    for old, new in zip(cps, cps[1:], strict=False):
+    for old, new in pairwise(cps):
         assert new.height == old.height + 1
         check_extends(old, new, log.consistency_proof(old.size, new.size))
 
