@@ -72,7 +72,8 @@ class BlockHeader:
     def decode(cls, data: bytes, what: str = "block header") -> BlockHeader:
         """Strictly decode and validate a header."""
         m = cbor.expect_map(cbor.decode(data, what, MAX_BLOCK), _HEADER_KEYS, frozenset(), what)
-        cbor.field(m, "v", lambda x: x == FORMAT_VERSION, f"format version {FORMAT_VERSION}", what)
+        cbor.field(m, "v", lambda x: cbor.is_int(x) and x == FORMAT_VERSION,
+                   f"format version {FORMAT_VERSION}", what)
         cbor.field(m, "dev", valid_device_id, "a device id [a-z0-9][a-z0-9-]{0,63}", what)
         cbor.field(m, "h", cbor.is_uint, "an unsigned integer", what)
         cbor.field(m, "prev", cbor.is_hash, "32 bytes", what)
@@ -146,7 +147,10 @@ class Block:
 
 def _parse_protected(protected: bytes, what: str) -> bytes:
     m = cbor.decode(protected, f"{what} protected header", 64)
-    if (not isinstance(m, Mapping) or set(m) != {HDR_ALG, HDR_KID} or m[HDR_ALG] != ALG_EDDSA
+    # cbor.is_int: True == 1 and -8.0 == -8 in Python, but not in a COSE header.
+    if (not isinstance(m, Mapping) or not all(cbor.is_int(k) for k in m)
+            or set(m) != {HDR_ALG, HDR_KID} or not cbor.is_int(m[HDR_ALG])
+            or m[HDR_ALG] != ALG_EDDSA
             or not isinstance(m[HDR_KID], bytes) or len(m[HDR_KID]) != 8):
         raise DecodeError(f"{what}: protected header must be {{1: -8 (EdDSA), 4: 8-byte kid}}")
     kid: bytes = m[HDR_KID]

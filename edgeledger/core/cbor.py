@@ -56,16 +56,19 @@ def decode(data: bytes, what: str, max_size: int = MAX_DOCUMENT) -> Any:
 
 
 def _reject_non_finite(obj: object, what: str) -> None:
-    """Raise if any float anywhere in `obj` is NaN or infinite."""
+    """Raise if any float anywhere in `obj` (map keys and tag contents too) is NaN or infinite."""
     stack = [obj]
     while stack:
         item = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
             raise DecodeError(f"{what}: holds {item!r}; NaN and infinities are not allowed")
-        if isinstance(item, (list, tuple)):
+        if isinstance(item, (list, tuple, set, frozenset)):
             stack.extend(item)
         elif isinstance(item, Mapping):
+            stack.extend(item.keys())
             stack.extend(item.values())
+        elif isinstance(item, cbor2.CBORTag):
+            stack.append(item.value)
 
 
 # --- field checks shared by the formats built on CBOR -----------------------------

@@ -59,13 +59,16 @@ class Checkpoint:
         origin = lines[0]
         if not valid_name(origin):
             raise DecodeError(f"checkpoint line 1: origin {origin!r} is not a valid name")
-        return cls(origin=origin,
-                   size=_number(lines[1], "checkpoint line 2 (size)"),
-                   root=b64.decode(lines[2], "checkpoint line 3 (root)", 32),
-                   height=_number(_keyword(lines[3], "height", 4), "checkpoint line 4 (height)"),
-                   prev=b64.decode(_keyword(lines[4], "prev", 5), "checkpoint line 5 (prev)", 32),
-                   time=_number(_keyword(lines[5], "time", 6), "checkpoint line 6 (time)"),
-                   extra=tuple(lines[6:-1]))
+        cp = cls(origin=origin,
+                 size=_number(lines[1], "checkpoint line 2 (size)"),
+                 root=b64.decode(lines[2], "checkpoint line 3 (root)", 32),
+                 height=_number(_keyword(lines[3], "height", 4), "checkpoint line 4 (height)"),
+                 prev=b64.decode(_keyword(lines[4], "prev", 5), "checkpoint line 5 (prev)", 32),
+                 time=_number(_keyword(lines[5], "time", 6), "checkpoint line 6 (time)"),
+                 extra=tuple(lines[6:-1]))
+        if cp.height == 0 and cp.prev != ZERO_HASH:
+            raise DecodeError("checkpoint line 5 (prev): must be 32 zero bytes at height 0")
+        return cp
 
 
 def open_checkpoint(note: str, verifier: Verifier) -> Checkpoint:

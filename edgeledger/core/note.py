@@ -162,7 +162,11 @@ def open_note(note: str, verifier: Verifier, check: str = "note signature") -> s
 
 def split_note(note: str) -> tuple[str, list[tuple[str, bytes]]]:
     """Split a signed note into its text and (name, key hash || signature) pairs."""
-    if len(note.encode()) > MAX_NOTE:
+    try:
+        size = len(note.encode())
+    except UnicodeEncodeError as exc:
+        raise DecodeError("signed note: not valid UTF-8 (holds a lone surrogate)") from exc
+    if size > MAX_NOTE:
         raise DecodeError(f"signed note: longer than {MAX_NOTE} bytes")
     cut = note.rfind("\n\n")
     if cut < 0:
@@ -192,6 +196,8 @@ def _signature_line(line: str, i: int) -> tuple[str, bytes]:
 def _check_text(text: str) -> None:
     if not text.endswith("\n"):
         raise DecodeError("note text: must end with a newline")
+    if any(unicodedata.category(c) == "Cs" for c in text):
+        raise DecodeError("note text: not valid UTF-8 (holds a lone surrogate)")
     if any(unicodedata.category(c) == "Cc" and c != "\n" for c in text):
         raise DecodeError("note text: holds a control character")
 
