@@ -1,0 +1,1 @@
+"""Benchmarks of EdgeLedger; see benchmarks/README.md."""
