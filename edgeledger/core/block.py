@@ -6,6 +6,7 @@ to its predecessor through `prev`, the SHA-256 of the previous block's payload.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
@@ -65,13 +66,19 @@ class BlockHeader:
                 "cnt": self.cnt, "t0": self.t0, "t1": self.t1, "ts": self.ts}
 
     def encode(self) -> bytes:
-        """Deterministic CBOR of the header: the COSE payload."""
-        return cbor.encode(self.as_map())
+        """Deterministic CBOR of the header (the COSE payload), keys in RFC 8949 order."""
+        i, text, raw = cbor.encode_int, cbor.encode_text, cbor.encode_bytes
+        return b"".join((b"\xa9\x61h", i(self.h), b"\x61v", i(self.v),
+                         b"\x62t0", i(self.t0), b"\x62t1", i(self.t1), b"\x62ts", i(self.ts),
+                         b"\x63cnt", i(self.cnt), b"\x63dev", text(self.dev),
+                         b"\x64prev", raw(self.prev), b"\x64root", raw(self.root)))
 
     @classmethod
     def decode(cls, data: bytes, what: str = "block header") -> BlockHeader:
         """Strictly decode and validate a header."""
-        m = cbor.expect_map(cbor.decode(data, what, MAX_BLOCK), _HEADER_KEYS, frozenset(), what)
+        obj = cbor.loads(data, what, MAX_BLOCK)
+        cbor.reject_non_finite(obj, what)
+        m = cbor.expect_map(obj, _HEADER_KEYS, frozenset(), what)
         cbor.field(m, "v", lambda x: cbor.is_int(x) and x == FORMAT_VERSION,
                    f"format version {FORMAT_VERSION}", what)
         cbor.field(m, "dev", valid_device_id, "a device id [a-z0-9][a-z0-9-]{0,63}", what)
@@ -83,6 +90,8 @@ class BlockHeader:
         for key in ("t0", "t1", "ts"):
             cbor.field(m, key, cbor.is_int64, "an integer (Unix ms)", what)
         header = cls(m["dev"], m["h"], m["prev"], m["root"], m["cnt"], m["t0"], m["t1"], m["ts"])
+        if header.encode() != data:
+            raise DecodeError(f"{what}: {cbor.NOT_DETERMINISTIC}")
         header.check_shape(what)
         return header
 
@@ -158,28 +167,38 @@ def _parse_protected(protected: bytes, what: str) -> bytes:
 
 
 def _sig_structure(protected: bytes, payload: bytes) -> bytes:
-    """RFC 9052 Sig_structure for COSE_Sign1 with no external data."""
-    return cbor.encode(["Signature1", protected, b"", payload])
+    """RFC 9052 Sig_structure ["Signature1", protected, h'', payload] for COSE_Sign1."""
+    return b"".join((b"\x84\x6aSignature1", cbor.encode_bytes(protected), b"\x40",
+                     cbor.encode_bytes(payload)))
+
+
+@functools.lru_cache(maxsize=64)
+def _protected_header(public_key: bytes) -> tuple[bytes, bytes]:
+    """The kid and the encoded protected header {1: -8, 4: kid} for a device key."""
+    kid = key_id(public_key)
+    return kid, cbor.encode({HDR_ALG: ALG_EDDSA, HDR_KID: kid})
 
 
 def seal(signer: Signer, dev: str, h: int, prev: bytes, readings: Sequence[Reading],
          ts: int) -> Block:
     """Sign `readings` into block `h` of device `dev`, linked to the block hash `prev`."""
     if readings:
-        root = merkle.root_from_leaf_hashes([merkle.leaf_hash(r.raw) for r in readings])
+        sha = hashlib.sha256
+        root = merkle.root_from_leaf_hashes([sha(b"\x00" + r.raw).digest() for r in readings])
         times = [r.t for r in readings]
         t0, t1 = min(times), max(times)
     else:
         root, t0, t1 = merkle.EMPTY_ROOT, ts, ts
-    header = BlockHeader(dev, h, prev, root, len(readings), t0, t1, ts)
     if not valid_device_id(dev):
         raise DecodeError(f"device id {dev!r}: must match [a-z0-9][a-z0-9-]{{0,63}}")
+    header = BlockHeader(dev, h, prev, root, len(readings), t0, t1, ts)
     header.check_shape(f"block {dev}/{h}")
-    protected = cbor.encode({HDR_ALG: ALG_EDDSA, HDR_KID: key_id(signer.public_key)})
+    kid, protected = _protected_header(signer.public_key)
     payload = header.encode()
     signature = signer.sign(_sig_structure(protected, payload))
-    cose = cbor.encode(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, {}, payload, signature]))
-    return Block(cose, protected, payload, signature, key_id(signer.public_key), header)
+    cose = b"".join((b"\xd2\x84", cbor.encode_bytes(protected), b"\xa0",
+                     cbor.encode_bytes(payload), cbor.encode_bytes(signature)))
+    return Block(cose, protected, payload, signature, kid, header)
 
 
 def verify_readings(block: Block, encoded: Sequence[bytes]) -> list[Reading]:

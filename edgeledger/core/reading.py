@@ -38,12 +38,12 @@ class Reading:
     v: Value
     u: str | None = None
     a: bytes | None = None
-    raw: bytes = field(default=b"", compare=False, repr=False)
+    raw: bytes = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not self.raw:
-            _check(self.as_map(), "reading")
-            object.__setattr__(self, "raw", cbor.encode(self.as_map()))
+        if not _valid(self):
+            _check(self.as_map(), "reading")  # raises, naming the key at fault
+        object.__setattr__(self, "raw", _encode(self))
 
     @property
     def sensor(self) -> str:
@@ -62,9 +62,37 @@ class Reading:
     @classmethod
     def decode(cls, data: bytes, what: str = "reading") -> Reading:
         """Strictly decode a reading's CBOR bytes; DecodeError names `what` and the fault."""
-        obj = _check(cbor.decode(data, what, MAX_READING), what)
-        return cls(obj["n"], obj["t"], obj["q"], obj["v"], obj.get("u"), obj.get("a"),
-                   raw=bytes(data))
+        obj = cbor.loads(data, what, MAX_READING)
+        cbor.reject_non_finite(obj, what)
+        m = _check(obj, what)
+        reading = cls(m["n"], m["t"], m["q"], m["v"], m.get("u"), m.get("a"))
+        if reading.raw != data:
+            raise DecodeError(f"{what}: {cbor.NOT_DETERMINISTIC}")
+        return reading
+
+
+def _valid(r: Reading) -> bool:
+    """The fast check for the common case; `_check` explains a failure."""
+    return (type(r.n) is str and NAME_RE.fullmatch(r.n) is not None
+            and type(r.t) is int and cbor.INT64_MIN <= r.t <= cbor.INT64_MAX
+            and type(r.q) is int and 0 <= r.q <= cbor.UINT64_MAX
+            and _is_value(r.v)
+            and (r.u is None or _is_unit(r.u))
+            and (r.a is None or _is_attestation(r.a)))
+
+
+def _encode(r: Reading) -> bytes:
+    """Deterministic CBOR of a reading, keys in RFC 8949 order: a, n, q, t, u, v."""
+    parts = [cbor.head(cbor.MAJOR_MAP, 4 + (r.u is not None) + (r.a is not None))]
+    if r.a is not None:
+        parts += (b"\x61a", cbor.encode_bytes(r.a))
+    parts += (b"\x61n", cbor.encode_text(r.n), b"\x61q", cbor.head(cbor.MAJOR_UINT, r.q),
+              b"\x61t", cbor.encode_int(r.t))
+    if r.u is not None:
+        parts += (b"\x61u", cbor.encode_text(r.u))
+    v = r.v
+    parts += (b"\x61v", cbor.encode_float(v) if type(v) is float else cbor.encode(v))
+    return b"".join(parts)
 
 
 def _check(obj: object, what: str) -> dict[str, Any]:
@@ -97,12 +125,20 @@ def _is_value(value: object) -> bool:
     if isinstance(value, bool) or _is_number(value):
         return True
     if isinstance(value, str):
-        return len(value.encode()) <= MAX_TEXT
+        return _utf8_length(value) <= MAX_TEXT
     if isinstance(value, Mapping):
         return (0 < len(value) <= MAX_FIX_FIELDS
-                and all(isinstance(k, str) and 0 < len(k) <= MAX_UNIT and _is_number(x)
-                        for k, x in value.items()))
+                and all(isinstance(k, str) and 0 < len(k) <= MAX_UNIT and _utf8_length(k) > 0
+                        and _is_number(x) for k, x in value.items()))
     return False
+
+
+def _utf8_length(text: str) -> int:
+    """Length in UTF-8, or a huge number for text that has no UTF-8 form (lone surrogates)."""
+    try:
+        return len(text.encode())
+    except UnicodeEncodeError:
+        return 1 << 62
 
 
 def _is_unit(value: object) -> bool:
