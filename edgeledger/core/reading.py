@@ -73,7 +73,7 @@ class Reading:
 
 def _valid(r: Reading) -> bool:
     """The fast check for the common case; `_check` explains a failure."""
-    return (type(r.n) is str and NAME_RE.fullmatch(r.n) is not None
+    return (type(r.n) is str and (r.n in _KNOWN_NAMES or _learn_name(r.n))
             and type(r.t) is int and cbor.INT64_MIN <= r.t <= cbor.INT64_MAX
             and type(r.q) is int and 0 <= r.q <= cbor.UINT64_MAX
             and _is_value(r.v)
@@ -81,15 +81,41 @@ def _valid(r: Reading) -> bool:
             and (r.a is None or _is_attestation(r.a)))
 
 
+# A gateway's sensors repeat a handful of names and units: remember their checks and
+# encodings (bounded, so a stream of odd names cannot grow memory).
+_CACHE_LIMIT = 4096
+_KNOWN_NAMES: set[str] = set()
+_TEXT: dict[str, bytes] = {}
+
+
+def _learn_name(name: str) -> bool:
+    if NAME_RE.fullmatch(name) is None:
+        return False
+    if len(_KNOWN_NAMES) >= _CACHE_LIMIT:
+        _KNOWN_NAMES.clear()
+    _KNOWN_NAMES.add(name)
+    return True
+
+
+def _text(text: str) -> bytes:
+    raw = _TEXT.get(text)
+    if raw is None:
+        raw = cbor.encode_text(text)
+        if len(_TEXT) >= _CACHE_LIMIT:
+            _TEXT.clear()
+        _TEXT[text] = raw
+    return raw
+
+
 def _encode(r: Reading) -> bytes:
     """Deterministic CBOR of a reading, keys in RFC 8949 order: a, n, q, t, u, v."""
     parts = [cbor.head(cbor.MAJOR_MAP, 4 + (r.u is not None) + (r.a is not None))]
     if r.a is not None:
         parts += (b"\x61a", cbor.encode_bytes(r.a))
-    parts += (b"\x61n", cbor.encode_text(r.n), b"\x61q", cbor.head(cbor.MAJOR_UINT, r.q),
+    parts += (b"\x61n", _text(r.n), b"\x61q", cbor.head(cbor.MAJOR_UINT, r.q),
               b"\x61t", cbor.encode_int(r.t))
     if r.u is not None:
-        parts += (b"\x61u", cbor.encode_text(r.u))
+        parts += (b"\x61u", _text(r.u))
     v = r.v
     parts += (b"\x61v", cbor.encode_float(v) if type(v) is float else cbor.encode(v))
     return b"".join(parts)
