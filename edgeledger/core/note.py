@@ -12,7 +12,6 @@ key hash = first 4 bytes (big-endian) of SHA-256(name || 0x0A || 0x01 || public 
 from __future__ import annotations
 
 import hashlib
-import unicodedata
 from dataclasses import dataclass, field
 
 import nacl.exceptions
@@ -23,7 +22,7 @@ from edgeledger.core.errors import DecodeError, VerificationError
 
 ALG_ED25519 = 0x01
 SIG_PREFIX = "\u2014 "
-MAX_NOTE = 16 * 1024
+MAX_NOTE = 64 * 1024
 MAX_SIGNATURES = 100
 
 
@@ -33,9 +32,21 @@ def key_hash(name: str, public_key: bytes) -> bytes:
 
 
 def valid_name(name: str) -> bool:
-    """A key name: non-empty UTF-8 without spaces or '+' (C2SP signed-note)."""
-    return bool(name) and "+" not in name and not any(
-        c.isspace() or unicodedata.category(c).startswith("C") for c in name)
+    """A key name: non-empty UTF-8 with no Unicode spaces and no '+' (C2SP signed-note).
+
+    The same rule as Go's note.isValidName, so that a witness whose name Go allows
+    never makes us refuse a note Go opens.
+    """
+    return (bool(name) and "+" not in name and _utf8(name)
+            and not any(c.isspace() or c in _GO_SPACES for c in name))
+
+
+_GO_SPACES = "\x85\xa0"  # unicode.IsSpace in Go; Python's isspace also covers these
+
+
+def _utf8(text: str) -> bool:
+    """True unless `text` holds a lone surrogate (which has no UTF-8 form)."""
+    return not any(0xD800 <= ord(c) <= 0xDFFF for c in text)
 
 
 @dataclass(frozen=True)
@@ -145,18 +156,15 @@ def open_note(note: str, verifier: Verifier, check: str = "note signature") -> s
     that claims to be by `verifier` but does not verify is an error.
     """
     text, lines = split_note(note)
-    found = False
-    for line in lines:
-        name, blob = line
-        if name != verifier.name or blob[:4] != verifier.hash:
-            continue
-        try:
-            nacl.signing.VerifyKey(verifier.public_key).verify(text.encode(), blob[4:])
-        except (nacl.exceptions.BadSignatureError, ValueError) as exc:
-            raise VerificationError(check, f"signature by {name} does not verify") from exc
-        found = True
-    if not found:
+    # Like Go's note.Open, only the first signature line for a key counts.
+    blob = next((b for name, b in lines if name == verifier.name and b[:4] == verifier.hash),
+                None)
+    if blob is None:
         raise VerificationError(check, f"no signature by key {verifier.name}+{verifier.hash.hex()}")
+    try:
+        nacl.signing.VerifyKey(verifier.public_key).verify(text.encode(), blob[4:])
+    except (nacl.exceptions.BadSignatureError, ValueError) as exc:
+        raise VerificationError(check, f"signature by {verifier.name} does not verify") from exc
     return text
 
 
@@ -187,7 +195,7 @@ def _signature_line(line: str, i: int) -> tuple[str, bytes]:
     name, space, blob = line[len(SIG_PREFIX):].partition(" ")
     if not space or not valid_name(name):
         raise DecodeError(f"signed note: signature line {i + 1} has no valid key name")
-    raw = b64.decode(blob, f"signed note: signature line {i + 1}")
+    raw = b64.decode(blob, f"signed note: signature line {i + 1}", canonical=False)
     if len(raw) < 5:
         raise DecodeError(f"signed note: signature line {i + 1} is too short")
     return name, raw
@@ -196,10 +204,10 @@ def _signature_line(line: str, i: int) -> tuple[str, bytes]:
 def _check_text(text: str) -> None:
     if not text.endswith("\n"):
         raise DecodeError("note text: must end with a newline")
-    if any(unicodedata.category(c) == "Cs" for c in text):
+    if not _utf8(text):
         raise DecodeError("note text: not valid UTF-8 (holds a lone surrogate)")
-    if any(unicodedata.category(c) == "Cc" and c != "\n" for c in text):
-        raise DecodeError("note text: holds a control character")
+    if any(c < " " and c != "\n" for c in text):
+        raise DecodeError("note text: holds a control character (below U+0020, not newline)")
 
 
 def _split_key(text: str, what: str) -> list[str]:
@@ -207,6 +215,7 @@ def _split_key(text: str, what: str) -> list[str]:
     fields = text.split("+", 2)
     if len(fields) != 3 or not valid_name(fields[0]):
         raise DecodeError(f"{what}: expected <name>+<hex hash>+<base64 key>")
-    if len(fields[1]) != 8 or any(c not in "0123456789abcdef" for c in fields[1]):
-        raise DecodeError(f"{what}: key hash {fields[1]!r} is not 8 lowercase hex digits")
+    if len(fields[1]) != 8 or any(c not in "0123456789abcdefABCDEF" for c in fields[1]):
+        raise DecodeError(f"{what}: key hash {fields[1]!r} is not 8 hex digits")
+    fields[1] = fields[1].lower()
     return fields
