@@ -60,8 +60,11 @@ class ProofBundle:
     @classmethod
     def from_json(cls, text: str | bytes) -> ProofBundle:
         """Strictly parse a bundle; DecodeError names the key at fault."""
-        if len(text) > MAX_BUNDLE:
-            raise DecodeError(f"bundle: larger than {MAX_BUNDLE} bytes")
+        if not isinstance(text, (str, bytes)):
+            raise DecodeError(f"bundle: expected JSON text, got {type(text).__name__}")
+        size = len(text.encode("utf-8", "surrogatepass")) if isinstance(text, str) else len(text)
+        if size > MAX_BUNDLE:
+            raise DecodeError(f"bundle: {size} bytes, larger than {MAX_BUNDLE}")
         try:
             obj = json.loads(text)
         except (ValueError, RecursionError) as exc:

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 
 from edgeledger.core import b64, merkle
 from edgeledger.core.errors import DecodeError, VerificationError
-from edgeledger.core.note import Signer, Verifier, open_note, sign_note, valid_name
+from edgeledger.core.note import (
+    Signer,
+    Verifier,
+    check_text,
+    open_note,
+    sign_note,
+    valid_name,
+)
 
 ZERO_HASH = bytes(32)
 MAX_INT = (1 << 63) - 1
@@ -68,6 +75,10 @@ class Checkpoint:
                  extra=tuple(lines[6:-1]))
         if cp.height == 0 and cp.prev != ZERO_HASH:
             raise DecodeError("checkpoint line 5 (prev): must be 32 zero bytes at height 0")
+        try:
+            check_text(text)
+        except DecodeError as exc:
+            raise DecodeError(f"checkpoint: {exc}") from exc
         return cp
 
 

@@ -69,6 +69,11 @@ def stored_count(size: int) -> int:
 def append_hashes(size: int, leaf: bytes, read_hashes: ReadHashes) -> list[bytes]:
     """Hashes to store, in order from position `stored_count(size)`, when `leaf` is
     appended to a tree of `size` leaves: the leaf hash, then one per subtree it completes."""
+    if size < 0:
+        raise EdgeLedgerError(f"append: tree size {size} is negative")
+    if not isinstance(leaf, bytes) or len(leaf) != HASH_SIZE:
+        raise EdgeLedgerError(f"append to tree of size {size}: the leaf must be its 32-byte "
+                              f"leaf hash, not {leaf!r:.40}")
     completed = _trailing_ones(size)
     siblings = _read(read_hashes, [stored_index(level, (size >> level) - 1)
                                    for level in range(completed)])
@@ -80,6 +85,8 @@ def append_hashes(size: int, leaf: bytes, read_hashes: ReadHashes) -> list[bytes
 
 def tree_root(size: int, read_hashes: ReadHashes) -> bytes:
     """Root hash of the first `size` leaves, from at most log2(size)+1 stored hashes."""
+    if size < 0:
+        raise EdgeLedgerError(f"tree root: size {size} is negative")
     if size == 0:
         return EMPTY_ROOT
     return _fold(_read(read_hashes, _subtree_positions(0, size)))
@@ -172,10 +179,15 @@ def _read(read_hashes: ReadHashes, positions: list[int]) -> list[bytes]:
     if not positions:
         return []
     hashes = list(read_hashes(positions))
-    if len(hashes) != len(positions) or any(len(h) != HASH_SIZE for h in hashes):
+    if len(hashes) != len(positions):
         raise EdgeLedgerError(
             f"hash store returned {len(hashes)} hashes for {len(positions)} positions "
             f"(first asked: {positions[0]}); the store is incomplete or corrupt")
+    for position, h in zip(positions, hashes, strict=True):
+        if not isinstance(h, bytes) or len(h) != HASH_SIZE:
+            raise EdgeLedgerError(f"hash store returned {type(h).__name__} {h!r:.40} at "
+                                  f"position {position}, not a 32-byte hash; the store is "
+                                  f"incomplete or corrupt")
     return hashes
 
 
@@ -237,6 +249,8 @@ def verify_inclusion(leaf: bytes, index: int, size: int, path: Sequence[bytes],
                      root: bytes, check: str = "inclusion") -> None:
     """Check an RFC 9162 (2.1.3.2) audit path; raise VerificationError naming `check`."""
     _check_path(path, check)
+    _check_hash(leaf, "leaf hash", check)
+    _check_hash(root, "root", check)
     if not 0 <= index < size:
         raise VerificationError(check, f"index {index} is outside a tree of size {size}")
     fn, sn, result = index, size - 1, leaf
@@ -264,8 +278,13 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
                        path: Sequence[bytes], check: str = "consistency") -> None:
     """Check an RFC 9162 (2.1.4.2) consistency proof; raise VerificationError naming `check`."""
     _check_path(path, check)
+    _check_hash(old_root, "old root", check)
+    _check_hash(new_root, "new root", check)
     if not 0 <= old_size <= new_size:
         raise VerificationError(check, f"tree shrank from size {old_size} to {new_size}")
+    if old_size == 0 and old_root != EMPTY_ROOT:
+        # The empty tree is a prefix of every tree, but it has only one root.
+        raise VerificationError(check, "old root is not the root of the empty tree")
     if old_size in (0, new_size):
         if path:
             raise VerificationError(check,
@@ -296,6 +315,11 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
     if fr != old_root or sr != new_root:
         raise VerificationError(check, f"tree of size {new_size} does not extend the tree of "
                                        f"size {old_size}")
+
+
+def _check_hash(value: bytes, what: str, check: str) -> None:
+    if not isinstance(value, bytes) or len(value) != HASH_SIZE:
+        raise VerificationError(check, f"{what} is not 32 bytes")
 
 
 def _check_path(path: Sequence[bytes], check: str) -> None:

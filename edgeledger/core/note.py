@@ -76,6 +76,8 @@ class Verifier:
     @classmethod
     def parse(cls, text: str) -> Verifier:
         """Parse a verifier key; DecodeError says which part is wrong."""
+        if not isinstance(text, str):
+            raise DecodeError(f"verifier key: expected text, got {type(text).__name__}")
         name, hash_hex, key = _split_key(text.strip(), "verifier key")
         raw = b64.decode(key, "verifier key")
         if len(raw) != 33 or raw[0] != ALG_ED25519:
@@ -128,6 +130,8 @@ class Signer:
     @classmethod
     def parse(cls, text: str) -> Signer:
         """Parse a signer key; DecodeError says which part is wrong."""
+        if not isinstance(text, str):
+            raise DecodeError(f"signer key: expected text, got {type(text).__name__}")
         text = text.strip()
         if not text.startswith("PRIVATE+KEY+"):
             raise DecodeError("signer key: expected PRIVATE+KEY+<name>+<hash>+<key>")
@@ -143,7 +147,7 @@ class Signer:
 
 def sign_note(text: str, signer: Signer) -> str:
     """Sign `text` (which must end in a newline) and return the signed note."""
-    _check_text(text)
+    check_text(text)
     signature = signer.sign(text.encode())
     line = b64.encode(signer.verifier().hash + signature)
     return f"{text}\n{SIG_PREFIX}{signer.name} {line}\n"
@@ -170,6 +174,8 @@ def open_note(note: str, verifier: Verifier, check: str = "note signature") -> s
 
 def split_note(note: str) -> tuple[str, list[tuple[str, bytes]]]:
     """Split a signed note into its text and (name, key hash || signature) pairs."""
+    if not isinstance(note, str):
+        raise DecodeError(f"signed note: expected text, got {type(note).__name__}")
     try:
         size = len(note.encode())
     except UnicodeEncodeError as exc:
@@ -180,7 +186,7 @@ def split_note(note: str) -> tuple[str, list[tuple[str, bytes]]]:
     if cut < 0:
         raise DecodeError("signed note: no blank line before the signatures")
     text, tail = note[:cut + 1], note[cut + 2:]
-    _check_text(text)
+    check_text(text)
     if not tail.endswith("\n"):
         raise DecodeError("signed note: the last signature line does not end in a newline")
     lines = tail[:-1].split("\n")
@@ -201,7 +207,11 @@ def _signature_line(line: str, i: int) -> tuple[str, bytes]:
     return name, raw
 
 
-def _check_text(text: str) -> None:
+def check_text(text: str) -> None:
+    """Check the C2SP note text rules as Go applies them: UTF-8, ending in a newline,
+    no control characters but newline."""
+    if not isinstance(text, str):
+        raise DecodeError(f"note text: expected text, got {type(text).__name__}")
     if not text.endswith("\n"):
         raise DecodeError("note text: must end with a newline")
     if not _utf8(text):
