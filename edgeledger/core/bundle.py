@@ -64,7 +64,7 @@ class ProofBundle:
             raise DecodeError(f"bundle: expected JSON text, got {type(text).__name__}")
         size = len(text.encode("utf-8", "surrogatepass")) if isinstance(text, str) else len(text)
         if size > MAX_BUNDLE:
-            raise DecodeError(f"bundle: {size} bytes, larger than {MAX_BUNDLE}")
+            raise DecodeError(f"bundle: larger than {MAX_BUNDLE} bytes ({size})")
         try:
             obj = json.loads(text)
         except (ValueError, RecursionError) as exc:
