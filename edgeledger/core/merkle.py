@@ -41,14 +41,14 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 
 
 def stored_index(level: int, n: int) -> int:
-    """Position of the n-th complete subtree hash of height `level` in the store."""
-    for _ in range(level):
-        n = 2 * n + 1
-    position = 0
-    while n > 0:
-        position += n
-        n >>= 1
-    return position + level
+    """Position of the n-th complete subtree hash of height `level` in the store.
+
+    Level L's n-th hash is written right after the leaf (n+1)*2**L - 1 that completes
+    it, so with m = that leaf's index the position is sum(m >> i) + L, and
+    sum(m >> i) = 2m - popcount(m): O(1) instead of a loop per bit.
+    """
+    m = ((n + 1) << level) - 1
+    return 2 * m - m.bit_count() + level
 
 
 def stored_count(size: int) -> int:
