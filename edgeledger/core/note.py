@@ -70,19 +70,13 @@ class Verifier:
 
     def text(self) -> str:
         """The verifier key in note format."""
-        encoded = b64.encode(bytes([ALG_ED25519]) + self.public_key)
-        return f"{self.name}+{self.hash.hex()}+{encoded}"
+        return _format_key(self.name, self.hash, self.public_key)
 
     @classmethod
     def parse(cls, text: str) -> Verifier:
         """Parse a verifier key; DecodeError says which part is wrong."""
-        if not isinstance(text, str):
-            raise DecodeError(f"verifier key: expected text, got {type(text).__name__}")
-        name, hash_hex, key = _split_key(text.strip(), "verifier key")
-        raw = b64.decode(key, "verifier key")
-        if len(raw) != 33 or raw[0] != ALG_ED25519:
-            raise DecodeError("verifier key: not an Ed25519 key (want 0x01 and 32 bytes)")
-        verifier = cls(name, raw[1:])
+        name, hash_hex, key = _parse_key(text, "", "verifier key")
+        verifier = cls(name, key)
         if verifier.hash.hex() != hash_hex:
             raise DecodeError(f"verifier key: key hash {hash_hex} does not match name {name!r} "
                               f"and key (expected {verifier.hash.hex()})")
@@ -124,22 +118,13 @@ class Signer:
 
     def text(self) -> str:
         """The signer key in Go's note format (a secret: store it with mode 0600)."""
-        encoded = b64.encode(bytes([ALG_ED25519]) + self.seed)
-        return f"PRIVATE+KEY+{self.name}+{self.verifier().hash.hex()}+{encoded}"
+        return _SIGNER_PREFIX + _format_key(self.name, self.verifier().hash, self.seed)
 
     @classmethod
     def parse(cls, text: str) -> Signer:
         """Parse a signer key; DecodeError says which part is wrong."""
-        if not isinstance(text, str):
-            raise DecodeError(f"signer key: expected text, got {type(text).__name__}")
-        text = text.strip()
-        if not text.startswith("PRIVATE+KEY+"):
-            raise DecodeError("signer key: expected PRIVATE+KEY+<name>+<hash>+<key>")
-        name, hash_hex, key = _split_key(text[len("PRIVATE+KEY+"):], "signer key")
-        raw = b64.decode(key, "signer key")
-        if len(raw) != 33 or raw[0] != ALG_ED25519:
-            raise DecodeError("signer key: not an Ed25519 key (want 0x01 and 32 bytes)")
-        signer = cls(name, raw[1:])
+        name, hash_hex, key = _parse_key(text, _SIGNER_PREFIX, "signer key")
+        signer = cls(name, key)
         if signer.verifier().hash.hex() != hash_hex:
             raise DecodeError(f"signer key: key hash {hash_hex} does not match the key")
         return signer
@@ -218,6 +203,27 @@ def check_text(text: str) -> None:
         raise DecodeError("note text: not valid UTF-8 (holds a lone surrogate)")
     if any(c < " " and c != "\n" for c in text):
         raise DecodeError("note text: holds a control character (below U+0020, not newline)")
+
+
+_SIGNER_PREFIX = "PRIVATE+KEY+"
+
+
+def _format_key(name: str, key_hash: bytes, key: bytes) -> str:
+    return f"{name}+{key_hash.hex()}+{b64.encode(bytes([ALG_ED25519]) + key)}"
+
+
+def _parse_key(text: str, prefix: str, what: str) -> tuple[str, str, bytes]:
+    """Split [prefix]<name>+<hash>+<base64(0x01 || key)> into name, hash and 32-byte key."""
+    if not isinstance(text, str):
+        raise DecodeError(f"{what}: expected text, got {type(text).__name__}")
+    text = text.strip()
+    if not text.startswith(prefix):
+        raise DecodeError(f"{what}: expected {prefix}<name>+<hash>+<key>")
+    name, hash_hex, key = _split_key(text[len(prefix):], what)
+    raw = b64.decode(key, what)
+    if len(raw) != 33 or raw[0] != ALG_ED25519:
+        raise DecodeError(f"{what}: not an Ed25519 key (want 0x01 and 32 bytes)")
+    return name, hash_hex, raw[1:]
 
 
 def _split_key(text: str, what: str) -> list[str]:
