@@ -190,9 +190,14 @@ class Journal:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._close()
         self._segment, self._written = segment, size
-        self._fd = self.ops.open_append(self.segment_path(segment))
-        if os.fstat(self._fd).st_size != size:
-            self.ops.truncate(self._fd, size)
+        fd = self.ops.open_append(self.segment_path(segment))
+        if os.fstat(fd).st_size != size:
+            try:
+                self.ops.truncate(fd, size)
+            except OSError:
+                self.ops.close(fd)  # never append after bytes that could not be cut
+                raise
+        self._fd = fd
 
     def append(self, kind: int, payload: bytes) -> Position:
         """Buffer one record; it is durable after the next `sync`."""
@@ -208,13 +213,17 @@ class Journal:
         On ENOSPC or a read-only filesystem the file is cut back to its last durable
         size, the buffer is kept, and DiskFullError is raised: call again later.
         """
-        fd = self._fd if self._fd is not None else self._reopen()
         if self._buffer:
+            fd: int | None = None
             try:
+                # Reopening after a failed cut-back can fail on the same full or
+                # read-only disk: that is DiskFullError too, not a bare OSError.
+                fd = self._fd if self._fd is not None else self._reopen()
                 self._write_all(fd, bytes(self._buffer))
                 self.ops.fsync(fd)
             except OSError as exc:
-                self._undo_partial_write(fd)
+                if fd is not None:
+                    self._undo_partial_write(fd)
                 if exc.errno in _DISK_FULL:
                     raise DiskFullError(f"journal {self.segment_path(self._segment)}: "
                                         f"{os.strerror(exc.errno or 0)}; "
@@ -235,7 +244,10 @@ class Journal:
         """Start a new segment if the current one is full; call only after a seal record."""
         if self._written + len(self._buffer) < self.segment_bytes:
             return False
-        self.sync()
+        try:
+            self.sync()
+        except DiskFullError:
+            return False  # the buffer is kept; a later seal rolls (a seal must not fail)
         self.open_for_append(self._segment + 1, 0)
         _fsync_dir(self.directory)
         return True

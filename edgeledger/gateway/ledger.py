@@ -33,6 +33,16 @@ from edgeledger.gateway.journal import (
 _SEAL_KEYS = frozenset({"blk", "q"})
 
 
+class PrunedError(JournalError):
+    """Block `height` was removed on purpose: the disk quota deleted its segment."""
+
+    def __init__(self, height: int, segment: int) -> None:
+        super().__init__(f"ledger: block {height} was pruned (its segment {segment} was "
+                         "removed by the disk quota)")
+        self.height = height
+        self.segment = segment
+
+
 @dataclass(frozen=True)
 class Seal:
     """A SEAL record's content: the signed block and each sensor's last `q`."""
@@ -188,9 +198,18 @@ class Ledger:
     # --- reading back ----------------------------------------------------------------
 
     def block(self, height: int) -> tuple[Block, list[bytes]]:
-        """Block `height` and its readings' bytes, from O(1) index reads and one segment."""
+        """Block `height` and its readings' bytes, from O(1) index reads and one segment.
+
+        Raises PrunedError if the disk quota removed the block's segment.
+        """
         pos = self.index.get(height)
-        block = Seal.decode(self.journal.read(pos).payload, f"seal of block {height}").block
+        try:
+            record = self.journal.read(pos)
+        except JournalError:
+            if not self.journal.segment_path(pos.segment).exists():
+                raise PrunedError(height, pos.segment) from None
+            raise
+        block = Seal.decode(record.payload, f"seal of block {height}").block
         start = Position(pos.segment, 0)
         if height > 0:
             prev = self.index.get(height - 1)
