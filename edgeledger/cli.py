@@ -52,6 +52,27 @@ def _parser() -> argparse.ArgumentParser:
                         help="the log's verifier key, or a file holding it")
     verify.set_defaults(run=_verify)
 
+    agent = sub.add_parser("agent", help="the gateway agent, in the foreground (systemd's "
+                                         "ExecStart)")
+    agent.add_argument("--config", required=True, type=Path, help="agent TOML file")
+    agent.add_argument("--data-dir", type=Path, help="overrides [device] data_dir")
+    agent.add_argument("--log-level", default="info",
+                       choices=["debug", "info", "warning", "error"])
+    agent.set_defaults(run=_agent)
+
+    check = sub.add_parser("check-config", help="validate agent and aggregator TOML files")
+    check.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    check.set_defaults(run=_check_config)
+
+    log = sub.add_parser("log", help="the gateway's local log")
+    log_sub = log.add_subparsers(dest="log_command", required=True, metavar="COMMAND")
+    log_verify = log_sub.add_parser(
+        "verify", help="check records, chain, Merkle roots and signatures; show state",
+        description="Check a gateway's local log without changing it. Exit 0 and one "
+                    "summary line, or 1 and the first fault.")
+    log_verify.add_argument("--data-dir", required=True, type=Path)
+    log_verify.set_defaults(run=_log_verify)
+
     demo = sub.add_parser("demo", help="the end-to-end demo: gateways, aggregator, log, proofs")
     demo.add_argument("--gateways", type=_positive, default=3, metavar="N",
                       help="simulated gateways (default 3)")
@@ -102,6 +123,24 @@ def _verify(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(f"OK: {proven.describe()}")
     return EXIT_OK
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from edgeledger.gateway.agent import run_agent
+
+    return run_agent(args.config, args.data_dir, args.log_level)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from edgeledger.config import check_config_files
+
+    return check_config_files(args.files)
+
+
+def _log_verify(args: argparse.Namespace) -> int:
+    from edgeledger.gateway.logverify import run_log_verify
+
+    return run_log_verify(args.data_dir)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -1,7 +1,10 @@
 """Simulated sensors that drift around plausible values, for the demo and tests.
 
 Each metric is a bounded random walk, so values look like a real environment
-monitor or tracker; per-sensor sequence numbers count every reading made.
+monitor or tracker; per-sensor sequence numbers count every reading made. A
+counter reads its own sequence number. Every sensor keeps its next `q` in the
+attribute `q`, which the agent sets from its ledger so that numbering survives
+restarts.
 """
 
 from __future__ import annotations
@@ -69,3 +72,35 @@ class SimulatedTracker:
         reading = Reading(f"{self.sensor_id}/fix", now_ms, self.q, fix)
         self.q += 1
         return [reading]
+
+
+class SimulatedCounter:
+    """A sensor whose value is its own sequence number: reading q has v = q.
+
+    Crash tests use it: a reading's value tells which reading it was, so lost or
+    duplicated readings show up by counting.
+    """
+
+    def __init__(self, sensor_id: str, rng: random.Random | None = None) -> None:
+        self.sensor_id = sensor_id
+        self.q = 0
+
+    def poll(self, now_ms: int) -> list[Reading]:
+        """One reading `<id>/n` with value q, stamped `now_ms`."""
+        reading = Reading(f"{self.sensor_id}/n", now_ms, self.q, self.q)
+        self.q += 1
+        return [reading]
+
+
+SimulatedSensor = SimulatedEnvironmentSensor | SimulatedTracker | SimulatedCounter
+
+KINDS: dict[str, type[SimulatedSensor]] = {
+    "environment": SimulatedEnvironmentSensor,
+    "tracker": SimulatedTracker,
+    "counter": SimulatedCounter,
+}
+
+
+def make_simulated(kind: str, sensor_id: str, rng: random.Random) -> SimulatedSensor:
+    """A simulated sensor of `kind` ("environment", "tracker" or "counter")."""
+    return KINDS[kind](sensor_id, rng)
