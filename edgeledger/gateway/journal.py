@@ -157,12 +157,25 @@ class Journal:
 
     def segments(self) -> list[int]:
         """Numbers of the segment files present, oldest first."""
-        out = []
-        for path in self.directory.glob(f"{_PREFIX}*{_SUFFIX}"):
-            digits = path.name[len(_PREFIX):-len(_SUFFIX)]
-            if digits.isdigit():
-                out.append(int(digits))
-        return sorted(out)
+        try:
+            names = [entry.name for entry in os.scandir(self.directory)]
+        except FileNotFoundError:
+            return []
+        digits = (n[len(_PREFIX):-len(_SUFFIX)] for n in names
+                  if n.startswith(_PREFIX) and n.endswith(_SUFFIX))
+        return sorted(int(d) for d in digits if d.isdigit())
+
+    def segments_from(self, first: int) -> list[int]:
+        """Segment numbers from `first` on, without listing the directory.
+
+        Pruning removes only the oldest segments, so the ones after `first` are
+        consecutive: start-up cost does not grow with how many segments are kept.
+        """
+        numbers = []
+        while self.segment_path(first).exists():
+            numbers.append(first)
+            first += 1
+        return numbers
 
     @property
     def end(self) -> Position:
@@ -326,11 +339,10 @@ class Journal:
                 data = f.read(stop - start.offset)
         except FileNotFoundError as exc:
             raise JournalError(f"journal: segment {path} is gone (pruned?)") from exc
-        records, bad, _ = _read_all(data, 0, start.segment)
+        records, bad, _ = _read_all(data, start.segment, start.offset)
         if bad is not None:
-            raise JournalError(f"journal {path}: bad record at offset {start.offset + bad}")
-        return [Record(r.kind, r.payload, Position(start.segment, start.offset + r.pos.offset))
-                for r in records]
+            raise JournalError(f"journal {path}: bad record at offset {bad}")
+        return records
 
     def remove_segment(self, number: int) -> None:
         """Delete a whole segment (pruning); never the one being written."""
@@ -346,7 +358,7 @@ class Journal:
         Returns the records found and what was cut or set aside; leaves the journal
         ready to append at the end of the newest segment.
         """
-        numbers = [n for n in self.segments() if n >= start.segment]
+        numbers = self.segments_from(start.segment)
         if not numbers:
             self.open_for_append(start.segment, 0)
             return [], []
@@ -364,10 +376,13 @@ class Journal:
     def _recover_segment(self, number: int, offset: int,
                          newest: bool) -> tuple[list[Record], int, list[Damage]]:
         path = self.segment_path(number)
-        data = path.read_bytes()
-        records, bad, lost = _read_all(data, offset, number)
+        with open(path, "rb") as f:
+            f.seek(offset)
+            tail = f.read()
+        records, bad, lost = _read_all(tail, number, offset)
         if bad is None:
-            return records, len(data), []
+            return records, offset + len(tail), []
+        data = path.read_bytes()
         if newest:
             after = [r for r in records if r.pos.offset > bad]
             aside = self._quarantine(path) if after else None
@@ -380,7 +395,7 @@ class Journal:
         kept = b"".join(data[r.pos.offset:r.pos.offset + r.size] for r in records
                         if r.pos.offset >= offset)
         _replace_file(path, data[:offset] + kept)
-        moved, end = _read_all(data[:offset] + kept, offset, number)[0], offset + len(kept)
+        moved, end = _read_all(kept, number, offset)[0], offset + len(kept)
         return moved, end, [Damage(path, bad, lost, torn_tail=False, quarantined=aside)]
 
     def _quarantine(self, path: Path) -> Path:
@@ -392,24 +407,25 @@ class Journal:
         return aside
 
 
-def _read_all(data: bytes, offset: int, number: int) -> tuple[list[Record], int | None, int]:
-    """All valid records from `offset`, resyncing past damage.
+def _read_all(data: bytes, number: int, base: int = 0) -> tuple[list[Record], int | None, int]:
+    """All valid records in `data`, which starts at byte `base` of segment `number`,
+    resyncing past damage.
 
-    Returns the records, the offset of the first bad byte (None if all is sound) and
-    the number of bytes skipped.
+    Returns the records, the segment offset of the first bad byte (None if all is
+    sound) and the number of bytes skipped.
     """
     records: list[Record] = []
     first_bad: int | None = None
-    lost = 0
+    lost = offset = 0
     view = memoryview(data)
     while offset < len(data):
         parsed = parse_at(view, offset)
         if parsed is not None:
-            records.append(Record(parsed[0], parsed[1], Position(number, offset)))
+            records.append(Record(parsed[0], parsed[1], Position(number, base + offset)))
             offset += HEADER.size + len(parsed[1])
             continue
         if first_bad is None:
-            first_bad = offset
+            first_bad = base + offset
         offset += 1
         lost += 1
     return records, first_bad, lost

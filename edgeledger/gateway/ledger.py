@@ -93,7 +93,7 @@ class Ledger:
 
     def recover(self) -> Recovery:
         """Bring the ledger back to its last durable state; see Journal.recover."""
-        dropped = self._trim_index()
+        dropped, tip_seal = self._trim_index()
         start = self.index.get(self.index.count - 1) if self.index.count else self._first()
         records, damage = self.journal.recover(start)
         if self.index.count:
@@ -101,8 +101,9 @@ class Ledger:
             if first is None or first.pos != start or first.kind != SEAL:
                 raise JournalError(f"ledger {self.data_dir}: seal of block "
                                    f"{self.index.count - 1} not found at {start}")
-            self._apply_seal(Seal.decode(first.payload, f"seal at {start}"), first.pos,
-                             index=False)
+            if tip_seal is None or tip_seal[0] != first.payload:
+                tip_seal = (first.payload, Seal.decode(first.payload, f"seal at {start}"))
+            self._apply_seal(tip_seal[1], first.pos, index=False)
             records = records[1:]
         for record in records:
             self._replay(record)
@@ -114,21 +115,25 @@ class Ledger:
         segments = self.journal.segments()
         return Position(segments[0] if segments else 0, 0)
 
-    def _trim_index(self) -> int:
-        """Drop index entries whose seal records the journal no longer has."""
+    def _trim_index(self) -> tuple[int, tuple[bytes, Seal] | None]:
+        """Drop index entries whose seal records the journal no longer has.
+
+        Returns how many were dropped and the tip's seal (payload and decoded), if any.
+        """
         dropped = 0
         while self.index.count:
             h = self.index.count - 1
             try:
                 record = self.journal.read(self.index.get(h))
-                if (record.kind == SEAL
-                        and Seal.decode(record.payload, "seal").block.header.h == h):
-                    break
+                if record.kind == SEAL:
+                    seal = Seal.decode(record.payload, "seal")
+                    if seal.block.header.h == h:
+                        return dropped, (record.payload, seal)
             except (JournalError, DecodeError):
                 pass
             self.index.truncate(h)
             dropped += 1
-        return dropped
+        return dropped, None
 
     def _replay(self, record: Record) -> None:
         where = f"{self.journal.segment_path(record.pos.segment)} offset {record.pos.offset}"
