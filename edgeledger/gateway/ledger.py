@@ -36,9 +36,10 @@ _SEAL_KEYS = frozenset({"blk", "q"})
 class PrunedError(JournalError):
     """Block `height` was removed on purpose: the disk quota deleted its segment."""
 
-    def __init__(self, height: int, segment: int) -> None:
-        super().__init__(f"ledger: block {height} was pruned (its segment {segment} was "
-                         "removed by the disk quota)")
+    def __init__(self, height: int, segment: int | None) -> None:
+        where = f"its segment {segment}" if segment is not None else "its segment"
+        super().__init__(f"ledger: block {height} was pruned ({where} was removed by the "
+                         "disk quota)")
         self.height = height
         self.segment = segment
 
@@ -94,9 +95,9 @@ class Ledger:
     def recover(self) -> Recovery:
         """Bring the ledger back to its last durable state; see Journal.recover."""
         dropped, tip_seal = self._trim_index()
-        start = self.index.get(self.index.count - 1) if self.index.count else self._first()
+        start = self._first() if self.index.empty else self.index.get(self.index.count - 1)
         records, damage = self.journal.recover(start)
-        if self.index.count:
+        if not self.index.empty:
             first = records[0] if records else None
             if first is None or first.pos != start or first.kind != SEAL:
                 raise JournalError(f"ledger {self.data_dir}: seal of block "
@@ -121,7 +122,7 @@ class Ledger:
         Returns how many were dropped and the tip's seal (payload and decoded), if any.
         """
         dropped = 0
-        while self.index.count:
+        while not self.index.empty:
             h = self.index.count - 1
             try:
                 record = self.journal.read(self.index.get(h))
@@ -158,7 +159,7 @@ class Ledger:
     @property
     def tip(self) -> int | None:
         """Height of the newest sealed block, if any."""
-        return self.index.count - 1 if self.index.count else None
+        return None if self.index.empty else self.index.count - 1
 
     def next_q(self, sensor: str) -> int:
         """The next sequence number for `sensor`, continuing across restarts."""
@@ -207,6 +208,8 @@ class Ledger:
 
         Raises PrunedError if the disk quota removed the block's segment.
         """
+        if height < self.index.base:
+            raise PrunedError(height, None)
         pos = self.index.get(height)
         try:
             record = self.journal.read(pos)
@@ -216,7 +219,7 @@ class Ledger:
             raise
         block = Seal.decode(record.payload, f"seal of block {height}").block
         start = Position(pos.segment, 0)
-        if height > 0:
+        if height > self.index.base:
             prev = self.index.get(height - 1)
             if prev.segment == pos.segment:
                 start = Position(pos.segment, prev.offset + self.journal.read(prev).size)

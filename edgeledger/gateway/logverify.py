@@ -36,8 +36,17 @@ from edgeledger.core.block import Block, verify_readings
 from edgeledger.core.errors import DecodeError, EdgeLedgerError, VerificationError
 from edgeledger.core.note import Signer
 from edgeledger.core.reading import Reading
-from edgeledger.gateway.blockindex import ENTRY
-from edgeledger.gateway.journal import DROP, HEADER, READING, SEAL, Journal, Position, parse_at
+from edgeledger.gateway.blockindex import read_index
+from edgeledger.gateway.journal import (
+    DROP,
+    HEADER,
+    READING,
+    SEAL,
+    Journal,
+    JournalError,
+    Position,
+    parse_at,
+)
 from edgeledger.gateway.ledger import Seal
 from edgeledger.gateway.retention import verify_drop
 
@@ -229,25 +238,23 @@ def _check_index(path: Path, chain: _Chain, numbers: list[int]) -> list[str]:
     if not chain.seals:
         return []
     try:
-        raw = path.read_bytes()
+        base, entries, torn = read_index(path)
     except FileNotFoundError:
         return [f"no block index {path.name} (rebuilt on the next start)"]
-    notes = []
-    count = len(raw) // ENTRY.size
-    if len(raw) % ENTRY.size:
-        notes.append(f"{path.name} ends in a torn entry (cut on the next start)")
+    except JournalError as exc:
+        raise LogFault(str(exc)) from exc
+    notes = [f"{path.name} ends in a torn entry (cut on the next start)"] if torn else []
+    count = base + len(entries)
     first, tip = min(chain.seals), max(chain.seals)
-    if count < first:
-        raise LogFault(f"{path.name}: {count} entries, but the first kept block is {first}: "
-                       "the entries of the pruned blocks are gone, and the agent cannot "
-                       "rebuild them from the journal")
-    for h in range(min(count, first)):
-        seg, _ = ENTRY.unpack_from(raw, h * ENTRY.size)
-        if numbers and seg >= numbers[0]:
-            raise LogFault(f"{path.name} entry {h}: points into segment {seg}, but block {h} "
-                           f"is not in the kept segments (first kept block is {first})")
+    if base > first:
+        raise LogFault(f"{path.name} starts at block {base}, but block {first} is still kept")
+    for h in range(base, min(count, first)):
+        if numbers and entries[h - base].segment >= numbers[0]:
+            raise LogFault(f"{path.name} entry {h}: points into segment "
+                           f"{entries[h - base].segment}, but block {h} is not in the kept "
+                           f"segments (first kept block is {first})")
     for h in range(first, min(count, tip + 1)):
-        entry = Position(*ENTRY.unpack_from(raw, h * ENTRY.size))
+        entry = entries[h - base]
         if entry != chain.seals[h]:
             raise LogFault(f"{path.name} entry {h}: says segment {entry.segment} offset "
                            f"{entry.offset}, but the seal of block {h} is at segment "

@@ -312,6 +312,7 @@ class Retention:
 
     def _remove(self, ledger: Ledger, span: Span) -> None:
         ledger.journal.remove_segment(span.segment)
+        ledger.index.release_below(span.last + 1)
         self._sizes.pop(span.segment, None)
         self._spans.pop(span.segment, None)
 
@@ -421,12 +422,12 @@ def _last_before(ledger: Ledger, segment: int) -> int:
 
     Index positions grow with height, so this is a binary search.
     """
-    lo, hi = 0, ledger.index.count
+    lo, hi = ledger.index.base, ledger.index.count
     while lo < hi:
         mid = (lo + hi) // 2
         if ledger.index.get(mid).segment < segment:
             lo = mid + 1
         else:
             hi = mid
-    return lo - 1
+    return lo - 1  # base - 1 when nothing below `segment` is indexed
 

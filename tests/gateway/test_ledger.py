@@ -7,6 +7,7 @@ from types import ModuleType
 
 import pytest
 
+from edgeledger.gateway.blockindex import ENTRY, HEADER
 from edgeledger.gateway.journal import READING, SEAL, Journal, JournalError, Position
 from edgeledger.gateway.ledger import Ledger, Seal
 
@@ -97,7 +98,7 @@ def test_index_is_trimmed_when_the_journal_lost_seals(tmp_path: Path, gw: Module
     assert again.seal(gw.T0 + 80_000_000).header.h == 5
     again.close()
     assert gw.log_verify(data)[0] == 0
-    assert (data / "blocks.idx").stat().st_size == 6 * 12
+    assert (data / "blocks.idx").stat().st_size == HEADER.size + 6 * ENTRY.size
 
 
 def test_index_that_lags_or_is_lost_is_rebuilt(tmp_path: Path, gw: ModuleType) -> None:
@@ -109,7 +110,7 @@ def test_index_that_lags_or_is_lost_is_rebuilt(tmp_path: Path, gw: ModuleType) -
     idx = data / "blocks.idx"
     for keep in (4, 0):  # a crash between journal sync and index flush; a lost index
         with open(idx, "r+b") as f:
-            f.truncate(keep * 12)
+            f.truncate(HEADER.size + keep * ENTRY.size)
         status, line = gw.log_verify(data)
         assert status == 0 and "lacks blocks" in line, line
         again = gw.open_ledger(data, segment_bytes=300)
