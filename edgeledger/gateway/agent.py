@@ -30,13 +30,11 @@ import random
 import select
 import signal
 import socket
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import ClassVar
 
 from edgeledger.config import AgentConfig, parse_agent_config
 from edgeledger.core.block import key_id
@@ -49,6 +47,7 @@ from edgeledger.gateway.retention import Retention
 from edgeledger.gateway.sdnotify import Notifier
 from edgeledger.gateway.sealer import ClockEvent, Sealer
 from edgeledger.gateway.state import State
+from edgeledger.logs import setup_logging
 from edgeledger.sources.simulator import SimulatedSensor, make_simulated
 
 EX_CONFIG = 78  # sysexits.h: the unit file stops restarting on it
@@ -369,46 +368,6 @@ def _retention(config: AgentConfig, signer: Signer) -> Retention | None:
 
 
 # --- the command -----------------------------------------------------------------------
-
-class _OneLine(logging.Formatter):
-    """One line per event; under journald a <priority> prefix instead of a timestamp."""
-
-    PRIORITY: ClassVar[dict[int, int]] = {logging.DEBUG: 7, logging.INFO: 6,
-                                          logging.WARNING: 4, logging.ERROR: 3,
-                                          logging.CRITICAL: 2}
-
-    def __init__(self, journald: bool) -> None:
-        super().__init__("%(levelname)s %(name)s: %(message)s" if journald
-                         else "%(asctime)s %(levelname)s %(name)s: %(message)s")
-        self.journald = journald
-
-    def format(self, record: logging.LogRecord) -> str:
-        """The record on one line."""
-        text = super().format(record).replace("\n", " | ")
-        if self.journald:
-            return f"<{self.PRIORITY.get(record.levelno, 6)}>{text}"
-        return text
-
-
-def setup_logging(level: str) -> None:
-    """Log to stderr at `level` ("debug", "info", "warning", "error")."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_OneLine(journald=_stderr_is_journal()))
-    root = logging.getLogger("edgeledger")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
-
-
-def _stderr_is_journal() -> bool:
-    """True when systemd connected stderr to the journal ($JOURNAL_STREAM = dev:inode)."""
-    stream = os.environ.get("JOURNAL_STREAM", "")
-    try:
-        st = os.fstat(sys.stderr.fileno())
-    except (OSError, ValueError):
-        return False
-    return stream == f"{st.st_dev}:{st.st_ino}"
-
 
 def run_agent(config: Path, data_dir: Path | None, log_level: str) -> int:
     """`edgeledger agent`: run in the foreground until SIGTERM; the exit status."""
