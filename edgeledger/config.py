@@ -1,6 +1,7 @@
 """Agent configuration: one TOML file, read and validated once, at start-up.
 
-Theory of operation. Every value is read through a `_Table` that knows the file
+Theory of operation. Every value is read through a `ConfigTable`
+(edgeledger/configtable.py) that knows the file
 and the dotted key it stands for, so a fault is reported as
 `<file>: <dotted key>: <reason>` (a ConfigError) and never as a KeyError or
 TypeError later on. A table reports the keys it did not consume as unknown: a
@@ -8,28 +9,35 @@ misspelt key is an error, not a silently ignored default. All faults of a file
 are collected, so `edgeledger check-config` shows them in one go.
 
 The schema grows by sections and by sensor types: `[[sensors]]` entries are
-dispatched on `type` to a reader of their own (`sim` today; `serial` sources
-arrive with their adapters), and `[sync]` is read here so that files written for
-the MQTT issue are already valid.
+dispatched on `type` to the `parse_config` of the source module registered in
+SENSOR_TYPES (imported only when a file uses that type), after the keys every
+entry shares (`type`, `ranges`) are read here; `[sync]` is read here so that
+files written for the MQTT issue are already valid. Notes (a serial device that
+is not present) are kept apart from errors: check-config prints them, the agent
+starts anyway and waits for the device.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 import sys
 import tomllib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
+from edgeledger.configtable import SENSOR_ID_RE as SENSOR_ID_RE  # noqa: PLC0414 - re-export
+from edgeledger.configtable import ConfigTable, describe
 from edgeledger.core.block import DEVICE_RE, MAX_READINGS
 from edgeledger.core.errors import ConfigError
+from edgeledger.sources.base import SourceConfig
+from edgeledger.sources.ranges import NO_RANGES, Ranges, parse_ranges
+from edgeledger.sources.simulator import SIM_KINDS as SIM_KINDS  # noqa: PLC0414 - re-export
+from edgeledger.sources.simulator import SimSensorConfig as SimSensorConfig  # noqa: PLC0414
 
 MiB = 1 << 20
 DAY_MS = 86_400_000
-SENSOR_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-SIM_KINDS = ("environment", "tracker", "counter")
 QUOTA_POLICIES = ("stop", "drop-oldest")
 DEFAULT_DATA_DIR = Path("/var/lib/edgeledger")
 DEFAULT_PREFIX = "edgeledger/v1"
@@ -64,17 +72,7 @@ class SealingConfig:
     clock_jump_ms: int = 2000
 
 
-@dataclass(frozen=True)
-class SimSensorConfig:
-    """A [[sensors]] entry of type "sim": a simulated sensor polled every interval."""
-
-    id: str
-    kind: str
-    interval_ms: int = 1000
-    type: str = "sim"
-
-
-SensorConfig = SimSensorConfig  # a union once serial sources arrive
+SensorConfig = SourceConfig
 
 
 @dataclass(frozen=True)
@@ -95,98 +93,24 @@ class AgentConfig:
     sealing: SealingConfig
     sensors: tuple[SensorConfig, ...]
     sync: SyncConfig | None = None
+    ranges: Mapping[str, Ranges] = field(default_factory=dict)
+    """Range checks by [[sensors]] entry id, for the samples of that entry's source."""
 
     def with_data_dir(self, data_dir: Path | None) -> AgentConfig:
         """This configuration with `--data-dir` applied."""
         if data_dir is None:
             return self
-        return AgentConfig(self.path, DeviceConfig(self.device.id, data_dir), self.journal,
-                           self.sealing, self.sensors, self.sync)
+        return replace(self, device=DeviceConfig(self.device.id, data_dir))
 
 
-class _Table:
-    """One TOML table being read: typed getters that record faults under dotted keys.
-
-    A getter returns the default (or a placeholder for a required key) after a
-    fault; the caller discards the whole result when any fault was recorded.
-    """
-
-    def __init__(self, path: Path, key: str, data: dict[str, Any],
-                 errors: list[ConfigError]) -> None:
-        self.path, self.key, self.data, self.errors = path, key, data, errors
-        self.seen: set[str] = set()
-
-    def fail(self, key: str | None, reason: str) -> None:
-        """Record a fault at `key` of this table (or the table itself)."""
-        dotted = ".".join(k for k in (self.key, key) if k) or None
-        self.errors.append(ConfigError(str(self.path), dotted, reason))
-
-    def value(self, key: str, kind: type, what: str, required: bool) -> Any:
-        """The value at `key` if present and of type `kind`, else None (fault recorded)."""
-        self.seen.add(key)
-        if key not in self.data:
-            if required:
-                self.fail(key, f"missing; {what} is required")
-            return None
-        value = self.data[key]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            self.fail(key, f"must be {what}, not {_describe(value)}")
-            return None
-        return value
-
-    def optional_integer(self, key: str, low: int, high: int, unit: str = "") -> int | None:
-        """An integer in [low, high], or None when absent."""
-        value: int | None = self.value(key, int, f"an integer{unit}", required=False)
-        if value is not None and not low <= value <= high:
-            self.fail(key, f"{value} is out of range; must be {low} to {high}{unit}")
-            return None
-        return value
-
-    def integer(self, key: str, low: int, high: int, default: int | None = None,
-                unit: str = "") -> int:
-        """An integer in [low, high]; required unless it has a default."""
-        if default is None and key not in self.data:
-            self.value(key, int, f"an integer{unit}", required=True)
-            return 0
-        value = self.optional_integer(key, low, high, unit)
-        return value if value is not None else (default or 0)
-
-    def text(self, key: str, default: str | None = None, pattern: re.Pattern[str] | None = None,
-             choices: tuple[str, ...] = (), what: str = "text") -> str:
-        """A string matching `pattern` or one of `choices`; required unless it has a default."""
-        value: str | None = self.value(key, str, what if not choices else
-                                       " or ".join(map(repr, choices)), default is None)
-        if value is None:
-            return default or ""
-        if pattern is not None and pattern.fullmatch(value) is None:
-            self.fail(key, f"{value!r} is not {what}")
-        elif choices and value not in choices:
-            self.fail(key, f"{value!r} is not one of {', '.join(map(repr, choices))}")
-        return value
-
-    def table(self, key: str, required: bool = False) -> _Table | None:
-        """A sub-table, or None when absent."""
-        value = self.value(key, dict, "a table ([section])", required)
-        if value is None:
-            return None
-        return _Table(self.path, ".".join(k for k in (self.key, key) if k), value, self.errors)
-
-    def done(self) -> None:
-        """Report every key that nothing asked for."""
-        for key in self.data:
-            if key not in self.seen:
-                self.fail(key, "unknown key")
-
-
-def _describe(value: object) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "text",
-             list: "an array", dict: "a table"}
-    return names.get(type(value), type(value).__name__)
+# Kept for code written before the table reader became public.
+_Table = ConfigTable
+_describe = describe
 
 
 # --- sections ------------------------------------------------------------------------
 
-def _device(t: _Table) -> DeviceConfig:
+def _device(t: ConfigTable) -> DeviceConfig:
     dev = t.text("id", pattern=DEVICE_RE, what="a device id [a-z0-9][a-z0-9-]{0,63}")
     data_dir = t.text("data_dir", str(DEFAULT_DATA_DIR), what="a directory path")
     if data_dir == "":
@@ -195,7 +119,7 @@ def _device(t: _Table) -> DeviceConfig:
     return DeviceConfig(dev, Path(data_dir or DEFAULT_DATA_DIR))
 
 
-def _journal(t: _Table | None) -> JournalConfig:
+def _journal(t: ConfigTable | None) -> JournalConfig:
     if t is None:
         return JournalConfig()
     d = JournalConfig()
@@ -211,7 +135,7 @@ def _journal(t: _Table | None) -> JournalConfig:
     return JournalConfig(window, segment, quota, policy, memory)
 
 
-def _sealing(t: _Table | None) -> SealingConfig:
+def _sealing(t: ConfigTable | None) -> SealingConfig:
     if t is None:
         return SealingConfig()
     d = SealingConfig()
@@ -224,19 +148,37 @@ def _sealing(t: _Table | None) -> SealingConfig:
     return cfg
 
 
-def _sim_sensor(t: _Table) -> SimSensorConfig:
-    sensor_id = t.text("id", pattern=SENSOR_ID_RE,
-                       what="a sensor id [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-    kind = t.text("kind", choices=SIM_KINDS)
-    interval = t.integer("interval_ms", 10, DAY_MS, 1000, " (ms)")
-    return SimSensorConfig(sensor_id, kind, interval)
+# Where each `type` of [[sensors]] entry is read: a module exporting
+# `parse_config(t: ConfigTable) -> <X>Config` (a frozen dataclass with `id`, `type`
+# and `build() -> Source`). Modules are imported when a file uses their type, so a
+# protocol library that is not installed only matters to profiles that need it.
+SENSOR_TYPES: dict[str, str] = {
+    "sim": "edgeledger.sources.simulator",
+    "framed": "edgeledger.sources.framed",
+    "nmea": "edgeledger.sources.nmea",
+    "modbus": "edgeledger.sources.modbus",
+    "lines": "edgeledger.sources.lines",
+}
+# The pip extra that brings a type's protocol library (pyproject.toml).
+SENSOR_EXTRAS = {"nmea": "nmea", "modbus": "modbus"}
 
 
-# How each `type` of [[sensors]] entry is read; serial sources add theirs here.
-SENSOR_TYPES: dict[str, Callable[[_Table], SensorConfig]] = {"sim": _sim_sensor}
+def sensor_parser(kind: str) -> Callable[[ConfigTable], SensorConfig] | str:
+    """The `parse_config` of a sensor type, or why that type cannot be used here."""
+    module_name = SENSOR_TYPES[kind]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return f"sensor type {kind!r} is not available in this version of edgeledger"
+        extra = SENSOR_EXTRAS.get(kind)
+        hint = f" (pip install 'edgeledger[{extra}]')" if extra else ""
+        return f"sensor type {kind!r} needs the Python package {exc.name!r}{hint}"
+    parser: Callable[[ConfigTable], SensorConfig] = module.parse_config
+    return parser
 
 
-def _sensors(root: _Table) -> tuple[SensorConfig, ...]:
+def _sensors(root: ConfigTable, ranges: dict[str, Ranges]) -> tuple[SensorConfig, ...]:
     entries = root.value("sensors", list, "an array of tables ([[sensors]])", required=True)
     if not isinstance(entries, list):
         return ()
@@ -246,22 +188,29 @@ def _sensors(root: _Table) -> tuple[SensorConfig, ...]:
     ids: set[str] = set()
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
-            root.fail(f"sensors[{i}]", f"must be a table, not {_describe(entry)}")
+            root.fail(f"sensors[{i}]", f"must be a table, not {describe(entry)}")
             continue
-        t = _Table(root.path, f"sensors[{i}]", entry, root.errors)
+        t = root.child(f"sensors[{i}]", entry)
         kind = t.text("type", choices=tuple(SENSOR_TYPES))
         if kind not in SENSOR_TYPES:
             continue  # the other keys depend on the type: nothing more to say about them
-        sensor = SENSOR_TYPES[kind](t)
+        parser = sensor_parser(kind)
+        if isinstance(parser, str):
+            t.fail("type", parser)
+            continue
+        entry_ranges = parse_ranges(t)
+        sensor = parser(t)
         if sensor.id in ids:
             t.fail("id", f"{sensor.id!r} is used by an earlier sensor; ids must be unique")
         ids.add(sensor.id)
         out.append(sensor)
+        if entry_ranges != NO_RANGES:
+            ranges[sensor.id] = entry_ranges
         t.done()
     return tuple(out)
 
 
-def _sync(t: _Table | None) -> SyncConfig | None:
+def _sync(t: ConfigTable | None) -> SyncConfig | None:
     if t is None:
         return None
     broker: str | None = None
@@ -275,27 +224,46 @@ def _sync(t: _Table | None) -> SyncConfig | None:
 
 # --- loading -------------------------------------------------------------------------
 
-def parse_agent_config(path: Path) -> tuple[AgentConfig | None, list[ConfigError]]:
-    """Read and validate an agent TOML file: the configuration, or every fault found."""
+@dataclass(frozen=True)
+class ConfigResult:
+    """What reading a file found: the configuration (None on any error), errors, notes."""
+
+    config: AgentConfig | None
+    errors: list[ConfigError]
+    notes: list[ConfigError]
+
+
+def read_agent_config(path: Path) -> ConfigResult:
+    """Read and validate an agent TOML file, keeping warnings (notes) apart from errors."""
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
     except OSError as exc:
-        return None, [ConfigError(str(path), None, f"cannot read: {exc.strerror}")]
+        return ConfigResult(None, [ConfigError(str(path), None,
+                                               f"cannot read: {exc.strerror}")], [])
     except tomllib.TOMLDecodeError as exc:
-        return None, [ConfigError(str(path), None, f"not valid TOML: {exc}")]
+        return ConfigResult(None, [ConfigError(str(path), None, f"not valid TOML: {exc}")], [])
     errors: list[ConfigError] = []
-    root = _Table(path, "", data, errors)
+    notes: list[ConfigError] = []
+    root = ConfigTable(path, "", data, errors, notes)
     device_table = root.table("device", required=True)
     device = _device(device_table) if device_table else None
     journal = _journal(root.table("journal"))
     sealing = _sealing(root.table("sealing"))
-    sensors = _sensors(root)
+    ranges: dict[str, Ranges] = {}
+    sensors = _sensors(root, ranges)
     sync = _sync(root.table("sync"))
     root.done()
     if errors or device is None:
-        return None, errors
-    return AgentConfig(path, device, journal, sealing, sensors, sync), []
+        return ConfigResult(None, errors, notes)
+    config = AgentConfig(path, device, journal, sealing, sensors, sync, ranges)
+    return ConfigResult(config, [], notes)
+
+
+def parse_agent_config(path: Path) -> tuple[AgentConfig | None, list[ConfigError]]:
+    """Read and validate an agent TOML file: the configuration, or every fault found."""
+    result = read_agent_config(path)
+    return result.config, result.errors
 
 
 def load_agent_config(path: Path) -> AgentConfig:
@@ -307,13 +275,20 @@ def load_agent_config(path: Path) -> AgentConfig:
 
 
 def check_config_files(files: list[Path]) -> int:
-    """`edgeledger check-config`: "OK <file>" per good file, else each fault; 0 or 1."""
+    """`edgeledger check-config`: "OK <file>" per good file, else each fault; 0 or 1.
+
+    Notes (a serial device not present on this machine) are printed as
+    `warning: <file>: <key>: <reason>` and do not fail the check: the agent starts
+    without the device and opens it when it appears.
+    """
     status = 0
     for path in files:
-        _, errors = parse_agent_config(path)
-        for error in errors:
+        result = read_agent_config(path)
+        for error in result.errors:
             print(f"{error}", file=sys.stderr)
-        if errors:
+        for note in result.notes:
+            print(f"warning: {note}", file=sys.stderr)
+        if result.errors:
             status = 1
         else:
             print(f"OK {path}")

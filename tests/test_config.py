@@ -170,3 +170,75 @@ def test_check_config_command() -> None:
                           str(SIMULATED)], capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == f"OK {SIMULATED}"
+
+
+# --- sensor types, serial keys, ranges, notes -------------------------------------------
+
+LINES = """
+[[sensors]]
+type = "lines"
+id = "uno-1"
+device = "{device}"
+format = "kv"
+{extra}
+"""
+
+
+def lines_file(tmp_path: Path, device: str, extra: str = "") -> Path:
+    return write(tmp_path, tail=LINES.format(device=device, extra=extra))
+
+
+def test_ranges_are_kept_per_sensor_entry(tmp_path: Path) -> None:
+    config = load_agent_config(write(tmp_path, extra_sensor="ranges = { n = [0, 10] }"))
+    assert config.ranges["c-1"].metrics == {"n": (0.0, 10.0)}
+
+
+def test_a_range_fault_names_the_key(tmp_path: Path) -> None:
+    _, errors = parse_agent_config(write(tmp_path, extra_sensor="ranges = { n = [10, 0] }"))
+    assert [(e.key, e.reason) for e in errors] == [("sensors[0].ranges.n",
+                                                    "low 10 is above high 0")]
+
+
+@pytest.mark.parametrize(("extra", "key", "reason"), [
+    ("baud = 300", "sensors[1].baud", "out of range; must be 1200 to 921600"),
+    ("baud = 1000000", "sensors[1].baud", "out of range"),
+    ('parity = "N"', "sensors[1].parity", "is not one of 'none', 'even', 'odd'"),
+    ("bytesize = 9", "sensors[1].bytesize", "must be 5 to 8"),
+    ("stopbits = 3", "sensors[1].stopbits", "must be 1 to 2"),
+    ("stopbits = 1.2", "sensors[1].stopbits", "is not 1, 1.5 or 2"),
+    ('timeout_s = "1"', "sensors[1].timeout_s", "must be a number"),
+    ("baudrate = 9600", "sensors[1].baudrate", "unknown key"),
+])
+def test_serial_keys_are_checked_for_every_serial_type(tmp_path: Path, extra: str, key: str,
+                                                       reason: str) -> None:
+    _, errors = parse_agent_config(lines_file(tmp_path, "/dev/null", extra))
+    assert [e.key for e in errors] == [key], errors
+    assert reason in errors[0].reason
+
+
+def test_a_missing_device_is_a_note_not_an_error(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    path = lines_file(tmp_path, "/dev/serial/by-id/usb-not-here")
+    config = load_agent_config(path)  # the agent starts and waits for the device
+    assert config.sensors[1].type == "lines"
+    assert check_config_files([path]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"OK {path}\n"
+    assert err == (f"warning: {path}: sensors[1].device: /dev/serial/by-id/usb-not-here is "
+                   "not present on this machine (not plugged in?); the agent starts anyway "
+                   "and waits for it\n")
+
+
+def test_a_relative_device_path_is_an_error(tmp_path: Path) -> None:
+    _, errors = parse_agent_config(lines_file(tmp_path, "ttyUSB0"))
+    assert [e.key for e in errors] == ["sensors[1].device"]
+    assert "absolute path" in errors[0].reason
+
+
+def test_a_type_without_its_module_says_so(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeledger import config as config_module
+    monkeypatch.setitem(config_module.SENSOR_TYPES, "sim", "edgeledger.sources.not_there")
+    _, errors = parse_agent_config(write(tmp_path))
+    assert [(e.key, e.reason) for e in errors] == [
+        ("sensors[0].type", "sensor type 'sim' is not available in this version of edgeledger")]

@@ -26,7 +26,6 @@ import errno
 import fcntl
 import logging
 import os
-import random
 import select
 import signal
 import socket
@@ -40,6 +39,7 @@ from edgeledger.config import AgentConfig, parse_agent_config
 from edgeledger.core.block import key_id
 from edgeledger.core.errors import ConfigError, EdgeLedgerError
 from edgeledger.core.note import Signer
+from edgeledger.core.reading import Reading
 from edgeledger.gateway.identity import check_identity, load_or_create_key
 from edgeledger.gateway.journal import DiskFullError
 from edgeledger.gateway.ledger import Ledger
@@ -48,11 +48,16 @@ from edgeledger.gateway.sdnotify import Notifier
 from edgeledger.gateway.sealer import ClockEvent, Sealer
 from edgeledger.gateway.state import State
 from edgeledger.logs import setup_logging
-from edgeledger.sources.simulator import SimulatedSensor, make_simulated
+from edgeledger.sources.base import Sample, Source
+from edgeledger.sources.ranges import NO_RANGES, Ranges
 
 EX_CONFIG = 78  # sysexits.h: the unit file stops restarting on it
 log = logging.getLogger("edgeledger.agent")
 _DISK_FULL = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG}
+# A source with no schedule of its own (a serial reader thread queueing samples) is
+# polled at least this often: samples carry their reception time, so this bounds
+# only how long they wait in memory, at about 20 wake-ups a second.
+IDLE_POLL_MS = 50
 
 
 class Clock:
@@ -74,12 +79,17 @@ class Clock:
 
 
 @dataclass
-class Source:
-    """A sensor and when it is next due."""
+class Feed:
+    """A running source and the range checks of its [[sensors]] entry."""
 
-    sensor: SimulatedSensor
-    interval_ms: int
-    next_ms: int = 0
+    entry: str
+    source: Source
+    ranges: Ranges = NO_RANGES
+
+    def due(self, now: int) -> int:
+        """When this source next wants a poll (a source with no schedule: soon)."""
+        due = self.source.next_due()
+        return now + IDLE_POLL_MS if due is None else due
 
 
 @dataclass
@@ -89,7 +99,7 @@ class Agent:
     config: AgentConfig
     ledger: Ledger
     state: State
-    sources: list[Source]
+    sources: list[Feed]
     sealer: Sealer
     notifier: Notifier
     clock: Clock
@@ -111,9 +121,10 @@ class Agent:
         """Do everything that is due; return the monotonic time of the next due thing."""
         now, wall = self.clock.mono_ms(), self.clock.wall_ms()
         self._clock_event(self.sealer.check_clock(wall, now))
-        for source in self.sources:
-            if now >= source.next_ms:
-                self._poll(source, now, wall)
+        for feed in self.sources:
+            source_due = feed.source.next_due()
+            if source_due is None or now >= source_due:
+                self._poll(feed, now, wall)
         reason = self.sealer.due(now)
         if reason is not None:
             self.seal(reason)
@@ -123,7 +134,7 @@ class Agent:
         if self.notifier.watchdog_seconds and now >= self.next_watchdog:
             self.notifier.watchdog()
             self.next_watchdog = now + int(self.notifier.watchdog_seconds * 1000)
-        due = [s.next_ms for s in self.sources] + [self.sealer.next_due()]
+        due = [feed.due(now) for feed in self.sources] + [self.sealer.next_due()]
         if self._dirty():
             due.append(self.next_sync)
         if self.notifier.watchdog_seconds:
@@ -134,20 +145,36 @@ class Agent:
         return (bool(self.ledger.journal.pending) or self.disk_full or bool(self.unsaved)
                 or bool(self.unsaved_flags))
 
-    def _poll(self, source: Source, now: int, wall: int) -> None:
-        source.next_ms += source.interval_ms
-        if source.next_ms <= now:  # we fell behind: skip, never burst
-            source.next_ms = now + source.interval_ms
-        if not self.accepting or self.ledger.journal.pending >= self.config.journal.memory_bytes:
-            self.paused_polls += 1
+    def _poll(self, feed: Feed, now: int, wall: int) -> None:
+        samples = feed.source.poll(now, wall)
+        if not samples:
             return
-        sensor = source.sensor
-        sensor.q = self.ledger.next_q(sensor.sensor_id)
-        for reading in sensor.poll(wall):
+        if not self.accepting or self.ledger.journal.pending >= self.config.journal.memory_bytes:
+            self.paused_polls += 1  # the disk is full or the quota stopped intake
+            return
+        for sample in samples:
+            reading = self._reading(feed, sample)
+            if reading is None:
+                continue
             if self.sealer.count >= self.config.sealing.max_readings:
                 self.seal("full")
             self.ledger.add(reading)
             self.sealer.added(1, now)
+
+    def _reading(self, feed: Feed, sample: Sample) -> Reading | None:
+        """The sample numbered as a Reading, or None (logged, counted) if it must not be signed."""
+        reason = feed.ranges.check(sample.metric, sample.value)
+        if reason is None:
+            try:
+                return Reading(sample.name, sample.t_ms, self.ledger.next_q(sample.sensor),
+                               sample.value, sample.unit, sample.attestation)
+            except EdgeLedgerError as exc:
+                reason = f"not a valid reading: {exc}"
+        log.warning("rejected from %s: sensor %s metric %s value %r %s", feed.source.name,
+                    sample.sensor, sample.metric, sample.value, reason)
+        feed.source.stats.add(rejected=1)
+        self.unsaved["rejected"] += 1
+        return None
 
     def seal(self, reason: str) -> None:
         """Seal the open block now (it is durable after the next sync)."""
@@ -267,6 +294,7 @@ class Agent:
     def shutdown(self) -> int:
         """Seal the open block if it has readings, sync, close. 0, or 1 if data was lost."""
         self.notifier.stopping("sealing and flushing")
+        self.stop_sources()
         if self.ledger.open:
             self.seal("shutdown")
         ok = self.sync()
@@ -277,8 +305,17 @@ class Agent:
         log.info("stopped: tip %s", _show(self.ledger.tip))
         return 0 if ok else 1
 
+    def stop_sources(self) -> None:
+        """Stop every source's I/O (idempotent)."""
+        for feed in self.sources:
+            try:
+                feed.source.stop()
+            except Exception:
+                log.exception("stopping %s failed", feed.source.name)
+
     def close(self, flush: bool = True) -> None:
-        """Close the ledger, state and lock."""
+        """Stop the sources; close the ledger, state and lock."""
+        self.stop_sources()
         if flush:
             self.ledger.close()
         self.state.close()
@@ -316,7 +353,14 @@ def open_agent(config: AgentConfig, clock: Clock | None = None,
     now = clock.mono_ms()
     last_ts = ledger.last_block.header.ts if ledger.last_block else None
     sealer = Sealer.start(config.sealing, now, last_ts, len(ledger.open))
-    agent = Agent(config, ledger, state, _sources(config, now), sealer,
+    try:
+        feeds = _feeds(config, ledger, now)
+    except BaseException:
+        ledger.close()
+        state.close()
+        os.close(lock_fd)
+        raise
+    agent = Agent(config, ledger, state, feeds, sealer,
                   notifier or Notifier(), clock, retention or _retention(config, signer), lock_fd)
     agent._clock_event(sealer.check_seal_time(clock.wall_ms()))
     return agent
@@ -353,10 +397,20 @@ def _recover(ledger: Ledger, signer: Signer, config: AgentConfig) -> None:
              " ".join(f"{s}={q + 1}" for s, q in sorted(ledger.last_q.items())) or "none")
 
 
-def _sources(config: AgentConfig, now: int) -> list[Source]:
-    rng = random.Random()
-    return [Source(make_simulated(s.kind, s.id, rng), s.interval_ms, now)
-            for s in config.sensors]
+def _feeds(config: AgentConfig, ledger: Ledger, now: int) -> list[Feed]:
+    """Build and start every configured source (a missing device is waited for, not fatal)."""
+    feeds: list[Feed] = []
+    try:
+        for sensor in config.sensors:
+            source = sensor.build()
+            source.set_sequence(ledger.next_q)
+            feeds.append(Feed(sensor.id, source, config.ranges.get(sensor.id, NO_RANGES)))
+            source.start(now)
+    except BaseException:
+        for feed in feeds:
+            feed.source.stop()
+        raise
+    return feeds
 
 
 def _retention(config: AgentConfig, signer: Signer) -> Retention | None:

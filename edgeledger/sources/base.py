@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from edgeledger.core.reading import Value
 
@@ -41,6 +43,8 @@ class SourceStats:
     samples: int = 0
     bad: int = 0
     reopens: int = 0
+    rejected: int = 0
+    """Samples the agent refused to sign (out of range, NaN, not a valid reading)."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:
@@ -76,3 +80,28 @@ class Source(ABC):
 
     def stop(self) -> None:  # noqa: B027 - optional hook
         """Stop background I/O and close the device."""
+
+    def set_sequence(self, next_q: Callable[[str], int]) -> None:  # noqa: B027 - optional hook
+        """Learn the agent's numbering: `next_q(sensor)` is the q the next sample gets.
+
+        Only a source whose values depend on q needs it (the simulated counter).
+        """
+
+
+class SourceConfig(Protocol):
+    """What a source module's `parse_config(t: ConfigTable)` returns: a frozen dataclass.
+
+    `type` is the `[[sensors]]` type name ("sim", "framed", "nmea", "modbus",
+    "lines"), `id` the entry's sensor id; `build()` makes the Source (not started).
+    """
+
+    @property
+    def id(self) -> str:
+        """The entry's sensor id (unique in a file)."""
+
+    @property
+    def type(self) -> str:
+        """The `[[sensors]]` type name."""
+
+    def build(self) -> Source:
+        """A new, not yet started Source for this entry."""

@@ -27,6 +27,9 @@ from edgeledger.keyfile import write_signer
 DEVICE = "gw-test-1"
 T0 = 1_700_000_000_000
 SENSORS = ("env-1", "meter-2")
+# This module as imported: by the time a fixture runs, sys.modules["conftest"] is
+# whichever conftest.py pytest imported last (tests/sources has one too).
+_THIS = sys.modules[__name__]
 
 
 def device_signer() -> Signer:
@@ -38,7 +41,7 @@ def device_signer() -> Signer:
 def gw() -> ModuleType:
     """These helpers, as one namespace (tests take it as a fixture rather than
     importing `conftest`, which tests/core has too)."""
-    return sys.modules[__name__]
+    return _THIS
 
 
 def new_data_dir(path: Path) -> Path:
