@@ -11,12 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from edgeledger.configtable import SerialSettings
 from edgeledger.sources.base import SourceStats
-from edgeledger.sources.serialport import LineSplitter, SerialLink
+from edgeledger.sources.serialport import SerialLink
 
 Wait = Callable[..., None]
 
@@ -165,30 +163,3 @@ def test_exclusive_open(pty_device: Any, wait_for: Wait) -> None:
         second.stop()
         first.stop()
     assert os.path.exists(pty_device.path)
-
-
-@given(st.lists(st.binary(max_size=40).filter(lambda b: b"\n" not in b), max_size=20),
-       st.lists(st.integers(1, 30), min_size=1, max_size=10))
-def test_line_splitter_gives_the_same_lines_however_bytes_are_chunked(
-        lines: list[bytes], cuts: list[int]) -> None:
-    stream = b"".join(line + (b"\r\n" if i % 2 else b"\n") for i, line in enumerate(lines))
-    splitter = LineSplitter(max_line=64)
-    out: list[bytes] = []
-    pos, i = 0, 0
-    while pos < len(stream):
-        step = cuts[i % len(cuts)]
-        out += splitter.feed(stream[pos:pos + step])
-        pos, i = pos + step, i + 1
-    expected = [line[:-1] if line.endswith(b"\r") and i % 2 == 0 else line
-                for i, line in enumerate(lines)]
-    assert out == expected
-
-
-def test_line_splitter_drops_overlong_lines_and_resyncs() -> None:
-    splitter = LineSplitter(max_line=8)
-    assert splitter.feed(b"ok\n" + b"x" * 20) == [b"ok"]
-    assert splitter.feed(b"yyy\nfine\n") == [b"fine"]
-    assert splitter.overlong == 1
-    assert splitter.feed(b"half") == []
-    splitter.reset()
-    assert splitter.feed(b"whole\n") == [b"whole"]
