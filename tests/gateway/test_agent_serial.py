@@ -56,6 +56,7 @@ ranges = {{ temperature = [-40.0, 85.0] }}
 
 
 def wait_log(log: Path, proc: subprocess.Popen[bytes], needle: str, timeout: float = 10) -> str:
+    """The agent's log once it holds `needle`; fails if the agent exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = log.read_text()
@@ -67,8 +68,9 @@ def wait_log(log: Path, proc: subprocess.Popen[bytes], needle: str, timeout: flo
     pytest.fail(f"timed out waiting for {needle!r}:\n{log.read_text()}")
 
 
-def journal(data_dir: Path) -> list[Reading]:
-    signer, _ = load_or_create_key(data_dir, "serial-gw")
+def journal(data_dir: Path, device: str = "serial-gw") -> list[Reading]:
+    """Every sealed reading in the agent's data directory, in order (no open block)."""
+    signer, _ = load_or_create_key(data_dir, device)
     ledger = Ledger(data_dir, signer)
     ledger.recover()
     out: list[Reading] = []
