@@ -103,7 +103,7 @@ class NmeaDecoder:
         self._get_parts = nmea.nmeahelpers.get_parts
         self._checksum = nmea.nmeahelpers.calc_checksum
         self._parse = nmea.NMEAReader.parse
-        self._validate = nmea.VALCKSUM | nmea.VALMSGID
+        self._validate = nmea.VALMSGID  # the checksum is checked once, in _check
         self._errors: tuple[type[Exception], ...] = (
             nmea.NMEAParseError, nmea.NMEAMessageError, nmea.NMEATypeError,
             ValueError, TypeError, IndexError, OverflowError)
