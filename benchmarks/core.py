@@ -15,24 +15,29 @@ Ed25519 signature), so the ratio says what EdgeLedger's own code adds.
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import datetime
 import hashlib
-import json
 import pstats
 import random
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import cbor2
 import nacl.signing
 
 from benchmarks import workload
-from benchmarks.harness import Stats, human_time, machine, table, time_calls, time_runs, write_json
+from benchmarks.harness import (
+    Stats,
+    command_line,
+    human_time,
+    machine,
+    table,
+    time_calls,
+    time_runs,
+)
 from edgeledger.core import merkle
 from edgeledger.core.block import parse_sync_message, seal, sync_message, verify_readings
 from edgeledger.core.note import Signer
@@ -41,7 +46,6 @@ from edgeledger.core.reading import Reading
 SEAL_TARGET = 1.5  # sealing / raw parts
 PROOF_TARGET = 2.0  # inclusion proof + verify at the large tree / at the small tree
 DEVICE = "greenhouse-7"
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 class Settings:
@@ -309,29 +313,8 @@ def profile(s: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print a table (or JSON with --json) and write the JSON file."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.core", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes, 2 repeats")
-    parser.add_argument("--json", action="store_true", help="print JSON on stdout")
-    parser.add_argument("--out", type=Path, help="JSON file (default: benchmarks/results/"
-                                                 "core.json, or core-quick.json with --quick)")
-    parser.add_argument("--profile", action="store_true", help="cProfile instead of timing")
-    args = parser.parse_args(argv)
-    settings = Settings(args.quick)
-    if args.profile:
-        profile(settings)
-        return 0
-    result = run_all(settings, lambda msg: print(msg, file=sys.stderr, flush=True))
-    out = args.out or RESULTS / ("core-quick.json" if args.quick else "core.json")
-    write_json(out, result)
-    if args.json:
-        print(report(result), file=sys.stderr)
-        print(json.dumps(result, indent=2))
-    else:
-        print(report(result))
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
-
+    return command_line("core", __doc__, argv, lambda quick, say: run_all(Settings(quick), say),
+                        report, lambda quick: profile(Settings(quick)))
 
 if __name__ == "__main__":
     sys.exit(main())

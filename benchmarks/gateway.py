@@ -17,10 +17,8 @@ benchmarks/results/, on the same filesystem as the repository, and are deleted.
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import datetime
-import json
 import pstats
 import sys
 import time
@@ -42,7 +40,7 @@ from benchmarks.gateway_workload import (
     scratch,
     verify_log,
 )
-from benchmarks.harness import Stats, human_time, machine, table, time_runs, write_json
+from benchmarks.harness import RESULTS, Stats, command_line, human_time, machine, table, time_runs
 from edgeledger.gateway.ledger import Ledger
 
 RATE_TARGET = 20_000  # readings per second, one core, default window
@@ -50,7 +48,6 @@ APPEND_TARGET = 1.1  # append cost at the big height / at height 10
 RECOVERY_TARGET = 1.5  # recovery at the largest log / at the smallest ("flat")
 WINDOW_S = 1.0  # the default durability window
 SEAL_EVERY = 100  # readings per block in the throughput runs
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 class Settings:
@@ -381,29 +378,9 @@ def profile(s: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print a table (or JSON with --json) and write the JSON file."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gateway", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes, 2 repeats")
-    parser.add_argument("--json", action="store_true", help="print JSON on stdout")
-    parser.add_argument("--out", type=Path, help="JSON file (default: benchmarks/results/"
-                                                 "gateway.json, or gateway-quick.json)")
-    parser.add_argument("--profile", action="store_true", help="cProfile instead of timing")
-    args = parser.parse_args(argv)
-    settings = Settings(args.quick)
-    if args.profile:
-        profile(settings)
-        return 0
-    result = run_all(settings, lambda msg: print(msg, file=sys.stderr, flush=True))
-    out = args.out or RESULTS / ("gateway-quick.json" if args.quick else "gateway.json")
-    write_json(out, result)
-    if args.json:
-        print(report(result), file=sys.stderr)
-        print(json.dumps(result, indent=2))
-    else:
-        print(report(result))
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
-
+    return command_line("gateway", __doc__, argv,
+                        lambda quick, say: run_all(Settings(quick), say), report,
+                        lambda quick: profile(Settings(quick)))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,13 +11,14 @@ asserts a time: the benchmark reports, people judge.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -144,3 +145,37 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write `data` as indented JSON, making the folder if needed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+Say = Callable[[str], None]
+
+
+def command_line(name: str, doc: str | None, argv: Sequence[str] | None,
+                 run: Callable[[bool, Say], dict[str, Any]],
+                 report: Callable[[dict[str, Any]], str],
+                 profile: Callable[[bool], None]) -> int:
+    """The one command line of every benchmark: `python -m benchmarks.NAME [--quick]
+    [--json] [--out PATH] [--profile]`; writes results/NAME.json (NAME-quick.json)."""
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, 2 repeats")
+    parser.add_argument("--json", action="store_true", help="print JSON on stdout")
+    parser.add_argument("--out", type=Path, help=f"JSON file (default: benchmarks/results/"
+                                                 f"{name}.json, or {name}-quick.json)")
+    parser.add_argument("--profile", action="store_true", help="cProfile instead of timing")
+    args = parser.parse_args(argv)
+    if args.profile:
+        profile(args.quick)
+        return 0
+    result = run(args.quick, lambda msg: print(msg, file=sys.stderr, flush=True))
+    out = args.out or RESULTS / (f"{name}-quick.json" if args.quick else f"{name}.json")
+    write_json(out, result)
+    if args.json:
+        print(report(result), file=sys.stderr)
+        print(json.dumps(result, indent=2))
+    else:
+        print(report(result))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0

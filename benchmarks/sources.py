@@ -17,12 +17,11 @@ a child process reads a real pseudo-terminal through pyserial, as the agent does
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import datetime
-import json
 import pstats
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from typing import Any
 
 from benchmarks import sources_cpu
 from benchmarks import sources_workload as wl
-from benchmarks.harness import Stats, human_time, machine, table, time_runs, write_json
+from benchmarks.harness import Stats, command_line, human_time, machine, table, time_runs
 from edgeledger.core.reading import Reading
 from edgeledger.sources.base import Sample
 from edgeledger.sources.framed import FrameDecoder, ReadingFrame
@@ -41,7 +40,6 @@ from edgeledger.sources.modbus import ModbusConfig, decode_reply
 from edgeledger.sources.nmea import NmeaDecoder
 from edgeledger.sources.ranges import Ranges
 
-RESULTS = Path(__file__).resolve().parent / "results"
 T_MS = 1_714_900_000_000
 
 
@@ -281,33 +279,15 @@ def profile(s: Settings, where: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print a table (or JSON with --json) and write the JSON file."""
-    import tempfile
+    def run(quick: bool, say: Callable[[str], None]) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="edgeledger-bench-") as tmp:
+            return run_all(Settings(quick), say, Path(tmp))
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.sources", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes, 2 repeats")
-    parser.add_argument("--json", action="store_true", help="print JSON on stdout")
-    parser.add_argument("--out", type=Path, help="JSON file (default: benchmarks/results/"
-                                                 "sources.json, or sources-quick.json)")
-    parser.add_argument("--profile", action="store_true", help="cProfile instead of timing")
-    args = parser.parse_args(argv)
-    settings = Settings(args.quick)
-    with tempfile.TemporaryDirectory(prefix="edgeledger-bench-") as tmp:
-        if args.profile:
-            profile(settings, Path(tmp))
-            return 0
-        result = run_all(settings, lambda msg: print(msg, file=sys.stderr, flush=True),
-                         Path(tmp))
-    out = args.out or RESULTS / ("sources-quick.json" if args.quick else "sources.json")
-    write_json(out, result)
-    if args.json:
-        print(report(result), file=sys.stderr)
-        print(json.dumps(result, indent=2))
-    else:
-        print(report(result))
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
+    def profile_in_tmp(quick: bool) -> None:
+        with tempfile.TemporaryDirectory(prefix="edgeledger-bench-") as tmp:
+            profile(Settings(quick), Path(tmp))
 
+    return command_line("sources", __doc__, argv, run, report, profile_in_tmp)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+
+from benchcheck import check_ratio, check_stats
 
 ROOT = Path(__file__).resolve().parents[2]
-STATS = ("median_s", "min_s", "max_s", "spread", "per_s", "repeats", "ops_per_repeat")
-
-
-def _check_stats(stats: dict[str, Any], where: str) -> None:
-    for key in STATS:
-        assert key in stats, f"{where}: no {key}"
-        assert isinstance(stats[key], (int, float)) and math.isfinite(stats[key]), where
-    assert stats["median_s"] > 0 and stats["min_s"] <= stats["median_s"] <= stats["max_s"], where
-    assert len(stats["runs_s"]) == stats["repeats"] >= 1, where
-
-
-def _check_ratio(block: dict[str, Any], where: str) -> None:
-    assert block["ratio"] > 0 and block["target"] > 0, where
-    assert isinstance(block["met"], bool), where
 
 
 def test_quick_run_reports_every_figure(tmp_path: Path) -> None:
@@ -46,7 +32,7 @@ def test_quick_run_reports_every_figure(tmp_path: Path) -> None:
 
     t = result["throughput"]
     for mode in ("group_commit", "fsync_per_reading"):
-        _check_stats(t[mode]["stats"], mode)
+        check_stats(t[mode]["stats"], mode)
         assert t[mode]["readings_per_run"] > 0 and t[mode]["seal_every"] == 100, mode
         runs = t[mode]["stats"]["repeats"]
         for key in ("syncs_per_run", "fsyncs_per_run", "bytes_per_run"):
@@ -67,9 +53,9 @@ def test_quick_run_reports_every_figure(tmp_path: Path) -> None:
     a = result["append"]
     assert a["small"]["height"] == 10 and a["big"]["height"] == big["blocks"]
     for key in ("small", "big"):
-        _check_stats(a[key]["stats"], f"append {key}")
+        check_stats(a[key]["stats"], f"append {key}")
         assert a[key]["stats"]["ops_per_repeat"] == a["blocks_per_run"]
-    _check_ratio(a, "append")
+    check_ratio(a, "append")
     assert a["met"] == (a["ratio"] <= a["target"])
 
     rec = result["recovery"]
@@ -77,9 +63,9 @@ def test_quick_run_reports_every_figure(tmp_path: Path) -> None:
     assert len(sizes) >= 3 and sizes == sorted(sizes) and sizes[-1] == big["blocks"]
     for row in rec["sizes"]:
         for cache in ("warm", "cold"):
-            _check_stats(row[cache], f"recovery {row['blocks']} {cache}")
+            check_stats(row[cache], f"recovery {row['blocks']} {cache}")
         assert row["segments"] >= 1 and row["newest_segment_bytes"] > 0 and row["log_bytes"] > 0
-    _check_ratio(rec, "recovery")
+    check_ratio(rec, "recovery")
     assert rec["cold_ratio"] > 0
     assert rec["met"] == (rec["ratio"] <= rec["target"] and rec["cold_ratio"] <= rec["target"])
 

@@ -7,25 +7,17 @@ import math
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 pytest.importorskip("pymodbus")
 pytest.importorskip("pynmeagps")
 
+from benchcheck import check_stats
+
 ROOT = Path(__file__).resolve().parents[2]
-STATS = ("median_s", "min_s", "max_s", "spread", "per_s", "repeats", "ops_per_repeat")
 DECODERS = ("framed", "nmea", "nmea_capture", "lines_csv", "lines_json", "lines_kv", "modbus")
 SOURCES = ("framed", "nmea", "lines", "modbus")
-
-
-def _check_stats(stats: dict[str, Any], where: str) -> None:
-    for key in STATS:
-        assert key in stats, f"{where}: no {key}"
-        assert isinstance(stats[key], (int, float)) and math.isfinite(stats[key]), where
-    assert stats["median_s"] > 0 and stats["min_s"] <= stats["median_s"] <= stats["max_s"], where
-    assert len(stats["runs_s"]) == stats["repeats"] >= 1, where
 
 
 def test_quick_run_reports_every_figure(tmp_path: Path) -> None:
@@ -44,11 +36,11 @@ def test_quick_run_reports_every_figure(tmp_path: Path) -> None:
 
     assert tuple(result["decode"]) == DECODERS
     for name, d in result["decode"].items():
-        _check_stats(d["stats"], f"decode {name}")
-        _check_stats(d["to_reading"], f"{name} Sample -> Reading")
+        check_stats(d["stats"], f"decode {name}")
+        check_stats(d["to_reading"], f"{name} Sample -> Reading")
         assert d["stats"]["ops_per_repeat"] == d["frames_per_run"] > 0, name
         assert d["readings_per_frame"] > 0 and d["bytes_per_frame"] > 0, name
-    _check_stats(result["decode"]["modbus"]["decode_reply_only"], "decode_reply")
+    check_stats(result["decode"]["modbus"]["decode_reply_only"], "decode_reply")
     assert result["decode"]["modbus"]["readings_per_frame"] == 10
 
     assert tuple(result["cpu_share"]) == SOURCES
