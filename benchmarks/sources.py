@@ -34,7 +34,7 @@ from benchmarks import sources_workload as wl
 from benchmarks.harness import Stats, command_line, human_time, machine, table, time_runs
 from edgeledger.core.reading import Reading
 from edgeledger.sources.base import Sample
-from edgeledger.sources.framed import FrameDecoder, ReadingFrame
+from edgeledger.sources.framecodec import FrameDecoder, ReadingFrame
 from edgeledger.sources.lines import TextDecoder
 from edgeledger.sources.modbus import ModbusConfig, decode_reply
 from edgeledger.sources.nmea import NmeaDecoder

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from edgeledger.config import AgentConfig, SensorConfig, read_agent_config
-from edgeledger.sources import framed
+from edgeledger.sources import framecodec
 from edgeledger.sources.ranges import NO_RANGES, Ranges
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +113,7 @@ def framed_frame(i: int) -> bytes:
     """The i-th BME280 READING on the wire (float32, as an MCU sends it)."""
     metric, unit, base, step = BME280[i % 3]
     value = base + step * (i % 50)
-    return framed.wire(framed.encode_reading(i % 65536, "bme280-1", metric, value, unit,
+    return framecodec.wire(framecodec.encode_reading(i % 65536, "bme280-1", metric, value, unit,
                                              "float32"))
 
 

@@ -21,16 +21,17 @@ from nacl.signing import SigningKey
 
 from edgeledger.configtable import ConfigTable
 from edgeledger.core.reading import Reading
+from edgeledger.sources import framecodec as codec
 from edgeledger.sources import framed
-from edgeledger.sources.framed import (
+from edgeledger.sources.framecodec import (
     AttestFrame,
     Channel,
     Fault,
     FrameDecoder,
-    FramedSource,
     HelloFrame,
     ReadingFrame,
 )
+from edgeledger.sources.framed import FramedSource
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "firmware_bridge" / "vectors"
@@ -45,7 +46,7 @@ def load_vectors() -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def as_expected(item: framed.Frame | Fault) -> dict[str, Any]:
+def as_expected(item: codec.Frame | Fault) -> dict[str, Any]:
     """A decoder outcome in the shape of the vectors' `expect` entries."""
     where = {"frame": item.number, "offset": item.offset}
     if isinstance(item, Fault):
@@ -53,7 +54,7 @@ def as_expected(item: framed.Frame | Fault) -> dict[str, Any]:
     ok: dict[str, Any] = {"version": item.version, "seq": item.seq}
     if isinstance(item, ReadingFrame):
         raw = (item.value.encode() if isinstance(item.value, str)
-               else framed.encode_value(item.vtype, item.value))
+               else codec.encode_value(item.vtype, item.value))
         ok.update(type="reading", flags=item.flags, sensor=item.sensor, metric=item.metric,
                   unit=item.unit, vtype=item.vtype, value=item.value, value_hex=raw.hex())
         if item.vtype == "text":
@@ -82,18 +83,18 @@ def normalise(expect: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --- the codec -------------------------------------------------------------------------------
 
 def test_crc32c_check_value_and_residue() -> None:
-    assert framed.crc32c(b"123456789") == 0xE3069283
-    assert framed.crc32c(b"56789", framed.crc32c(b"1234")) == 0xE3069283
+    assert codec.crc32c(b"123456789") == 0xE3069283
+    assert codec.crc32c(b"56789", codec.crc32c(b"1234")) == 0xE3069283
     frame = b"123456789" + struct.pack("<I", 0xE3069283)
-    assert framed.crc32c(frame) ^ 0xFFFFFFFF == 0xB798B438
+    assert codec.crc32c(frame) ^ 0xFFFFFFFF == 0xB798B438
 
 
 @given(st.binary(max_size=1200))
 def test_cobs_matches_an_independent_implementation(data: bytes) -> None:
-    encoded = framed.cobs_encode(data)
+    encoded = codec.cobs_encode(data)
     assert encoded == cobs.encode(data)
     assert b"\x00" not in encoded
-    assert framed.cobs_decode(encoded) == data
+    assert codec.cobs_decode(encoded) == data
 
 
 @pytest.mark.parametrize(("name", "vector"), load_vectors(), ids=[n for n, _ in load_vectors()])
@@ -113,7 +114,7 @@ def test_vectors_cover_every_type_value_type_and_fault() -> None:
     vtypes = {e["ok"]["vtype"] for e in outcomes if "ok" in e and "vtype" in e["ok"]}
     faults = {e["fault"] for e in outcomes if "fault" in e}
     assert types == {"reading", "hello", "attest"}
-    assert vtypes == set(framed.VTYPES.values())
+    assert vtypes == set(codec.VTYPES.values())
     assert faults == {"overlong", "cobs", "short", "crc", "version", "type", "body"}
 
 
@@ -148,7 +149,7 @@ values = st.one_of(
 @st.composite
 def reading_frames(draw: st.DrawFn) -> bytes:
     vtype, value = draw(values)
-    return framed.encode_reading(draw(st.integers(0, 65535)), draw(ids), draw(ids), value,
+    return codec.encode_reading(draw(st.integers(0, 65535)), draw(ids), draw(ids), value,
                                  draw(units), vtype)
 
 
@@ -159,12 +160,12 @@ def any_frames(draw: st.DrawFn) -> bytes:
         return draw(reading_frames())
     seq = draw(st.integers(0, 65535))
     if kind == "attest":
-        return framed.encode_attest(seq, draw(st.integers(0, 65535)), draw(st.binary(
+        return codec.encode_attest(seq, draw(st.integers(0, 65535)), draw(st.binary(
             min_size=64, max_size=64)))
     channels = draw(st.lists(st.builds(Channel, ids, ids, units,
-                                       st.sampled_from(list(framed.VTYPES.values()))),
+                                       st.sampled_from(list(codec.VTYPES.values()))),
                              max_size=2))
-    return framed.encode_hello(seq, draw(st.from_regex(r"[!-~]{1,12}", fullmatch=True)),
+    return codec.encode_hello(seq, draw(st.from_regex(r"[!-~]{1,12}", fullmatch=True)),
                                channels)
 
 
@@ -174,7 +175,7 @@ def any_frames(draw: st.DrawFn) -> bytes:
 def test_resync_every_frame_comes_out_in_order(pairs: list[tuple[bytes, bytes]], prefix: bytes,
                                                data: st.DataObject) -> None:
     """Valid frames interleaved with random bytes all come out, in order, however split."""
-    stream = prefix + b"".join(framed.wire(f) + garbage for f, garbage in pairs)
+    stream = prefix + b"".join(codec.wire(f) + garbage for f, garbage in pairs)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12)))
     decoder = FrameDecoder()
     got = []
@@ -193,13 +194,13 @@ def test_random_bytes_only_ever_give_frames_or_faults(data: bytes) -> None:
     assert [x.number for x in out] == list(range(len(out)))
     byte_wise = FrameDecoder()
     assert [x for i in range(len(data)) for x in byte_wise.feed(data[i:i + 1])] == out
-    assert len(decoder._buf) <= framed.CHUNK_MAX  # never holds more than one chunk's worth
+    assert len(decoder._buf) <= codec.CHUNK_MAX  # never holds more than one chunk's worth
 
 
 @given(st.binary(min_size=1, max_size=300), st.integers(0, 2000))
 def test_a_flipped_byte_never_passes_as_another_frame(garbage: bytes, where: int) -> None:
-    frame = framed.encode_reading(1, "bme280-1", "temperature", 21.5, "Cel", "float32")
-    data = bytearray(framed.wire(frame))
+    frame = codec.encode_reading(1, "bme280-1", "temperature", 21.5, "Cel", "float32")
+    data = bytearray(codec.wire(frame))
     i = 1 + where % (len(data) - 2)
     data[i] ^= garbage[0] or 1
     out = FrameDecoder().feed(bytes(data))
@@ -208,20 +209,20 @@ def test_a_flipped_byte_never_passes_as_another_frame(garbage: bytes, where: int
 
 @given(reading_frames())
 def test_reading_round_trip(frame: bytes) -> None:
-    (out,) = FrameDecoder().feed(framed.wire(frame))
+    (out,) = FrameDecoder().feed(codec.wire(frame))
     assert isinstance(out, ReadingFrame)
-    again = framed.encode_reading(out.seq, out.sensor, out.metric, out.value, out.unit,
+    again = codec.encode_reading(out.seq, out.sensor, out.metric, out.value, out.unit,
                                   out.vtype, out.flags)
     assert again == frame
 
 
 def test_encoders_refuse_what_the_protocol_cannot_carry() -> None:
     with pytest.raises(ValueError, match="does not fit int32"):
-        framed.encode_reading(0, "a", "b", 1 << 31, "", "int32")
+        codec.encode_reading(0, "a", "b", 1 << 31, "", "int32")
     with pytest.raises(ValueError, match="not a bool"):
-        framed.encode_reading(0, "a", "b", 1, "", "bool")
+        codec.encode_reading(0, "a", "b", 1, "", "bool")
     with pytest.raises(ValueError, match="at most 254"):
-        framed.encode_hello(0, "fw", [Channel("s" * 60, "m" * 60, "u" * 30, "int32")] * 2)
+        codec.encode_hello(0, "fw", [Channel("s" * 60, "m" * 60, "u" * 30, "int32")] * 2)
 
 
 # --- the source ---------------------------------------------------------------------------------
@@ -246,10 +247,10 @@ def source(clock: Clock) -> FramedSource:
 
 def test_readings_become_samples_with_their_reception_time(source: FramedSource,
                                                            clock: Clock) -> None:
-    w = framed.wire(framed.encode_reading(0, "bme280-1", "temperature", 21.5, "Cel", "float32"))
+    w = codec.wire(codec.encode_reading(0, "bme280-1", "temperature", 21.5, "Cel", "float32"))
     source.feed(w[:10])
     clock.t += 5
-    source.feed(w[10:] + framed.wire(framed.encode_reading(1, "door", "open", True)))
+    source.feed(w[10:] + codec.wire(codec.encode_reading(1, "door", "open", True)))
     samples = source.poll(0, clock.t + 100)
     assert [(s.name, s.value, s.unit, s.t_ms) for s in samples] == [
         ("bme280-1/temperature", 21.5, "Cel", clock.t), ("door/open", True, None, clock.t)]
@@ -258,7 +259,7 @@ def test_readings_become_samples_with_their_reception_time(source: FramedSource,
 
 def test_faults_are_counted_and_logged_and_never_stop_the_source(
         source: FramedSource, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
-    good = [framed.wire(framed.encode_reading(i, "mcu-1", "n", i)) for i in range(3)]
+    good = [codec.wire(codec.encode_reading(i, "mcu-1", "n", i)) for i in range(3)]
     broken = bytearray(good[1])
     broken[12] ^= 0x40
     source.feed(b"\x13\x37" + good[0] + bytes(broken) + b"\xff" * 300 + good[2])
@@ -276,43 +277,43 @@ def test_faults_are_counted_and_logged_and_never_stop_the_source(
 def test_attested_reading_carries_a_verifiable_signature(source: FramedSource,
                                                          clock: Clock) -> None:
     key = SigningKey(bytes(range(32)))
-    frame = framed.encode_reading(7, "bme280-1", "temperature", 21.5, "Cel", "float32",
-                                  flags=framed.FLAG_ATTEST)
+    frame = codec.encode_reading(7, "bme280-1", "temperature", 21.5, "Cel", "float32",
+                                  flags=codec.FLAG_ATTEST)
     signature = key.sign(frame).signature
-    source.feed(framed.wire(frame))
+    source.feed(codec.wire(frame))
     assert source.poll(0, clock.t) == []  # held for its ATTEST
-    source.feed(framed.wire(framed.encode_attest(8, 7, signature)))
+    source.feed(codec.wire(codec.encode_attest(8, 7, signature)))
     (sample,) = source.poll(0, clock.t)
     assert sample.attestation is not None and len(sample.attestation) == 70
     reading = Reading(sample.name, sample.t_ms, 0, sample.value, sample.unit, sample.attestation)
     assert Reading.decode(reading.raw).a == sample.attestation
-    rebuilt, sig = framed.attested_frame(reading.n, reading.v, reading.u, reading.a or b"")
+    rebuilt, sig = codec.attested_frame(reading.n, reading.v, reading.u, reading.a or b"")
     assert rebuilt == frame and sig == signature
     public = bytes(key.verify_key)
-    assert framed.verify_attestation(reading.n, reading.v, reading.u, sample.attestation, public)
-    assert not framed.verify_attestation(reading.n, 21.75, reading.u, sample.attestation, public)
+    assert codec.verify_attestation(reading.n, reading.v, reading.u, sample.attestation, public)
+    assert not codec.verify_attestation(reading.n, 21.75, reading.u, sample.attestation, public)
 
 
 def test_missing_attest_releases_the_reading_without_it(source: FramedSource,
                                                         clock: Clock) -> None:
-    flagged = framed.encode_reading(3, "s", "m", 1, flags=framed.FLAG_ATTEST)
-    source.feed(framed.wire(flagged))
+    flagged = codec.encode_reading(3, "s", "m", 1, flags=codec.FLAG_ATTEST)
+    source.feed(codec.wire(flagged))
     assert source.poll(0, clock.t + 999) == []
     (late,) = source.poll(0, clock.t + 1000)
     assert late.attestation is None and source.stats.bad == 1
-    source.feed(framed.wire(flagged) + framed.wire(framed.encode_reading(4, "s", "m", 2)))
+    source.feed(codec.wire(flagged) + codec.wire(codec.encode_reading(4, "s", "m", 2)))
     assert [(s.value, s.attestation) for s in source.poll(0, clock.t)] == [(1, None), (2, None)]
-    source.feed(framed.wire(framed.encode_attest(5, 99, bytes(64))))
+    source.feed(codec.wire(codec.encode_attest(5, 99, bytes(64))))
     assert source.poll(0, clock.t) == [] and source.stats.bad == 3
 
 
 def test_hello_is_logged_and_restarts_the_loss_count(
         source: FramedSource, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
-    hello = framed.encode_hello(0, "bme280-bridge/1.0.0",
+    hello = codec.encode_hello(0, "bme280-bridge/1.0.0",
                                 [Channel("bme280-1", "temperature", "Cel", "float32")])
     with caplog.at_level(logging.INFO, "edgeledger.sources.framed"):
-        source.feed(framed.wire(framed.encode_reading(41, "s", "m", 1)) + framed.wire(hello)
-                    + framed.wire(framed.encode_reading(1, "s", "m", 2)))
+        source.feed(codec.wire(codec.encode_reading(41, "s", "m", 1)) + codec.wire(hello)
+                    + codec.wire(codec.encode_reading(1, "s", "m", 2)))
         source.poll(0, clock.t)
     assert source.lost == 0 and source.hello is not None
     assert "HELLO from firmware bme280-bridge/1.0.0, protocol 1" in caplog.text
@@ -321,9 +322,9 @@ def test_hello_is_logged_and_restarts_the_loss_count(
 
 def test_non_finite_values_are_faults_not_samples(source: FramedSource, clock: Clock) -> None:
     for vtype in ("float32", "float64"):
-        frame = framed._seal(framed.READING, 0, b"\x00\x01a\x01b\x00" + bytes(
-            [framed.VTYPE_CODES[vtype]]) + framed._PACK[vtype].pack(math.nan))
-        source.feed(framed.wire(frame))
+        frame = codec._seal(codec.READING, 0, b"\x00\x01a\x01b\x00" + bytes(
+            [codec.VTYPE_CODES[vtype]]) + codec._PACK[vtype].pack(math.nan))
+        source.feed(codec.wire(frame))
     assert source.poll(0, clock.t) == [] and source.stats.bad == 2
 
 
@@ -378,7 +379,7 @@ MP = load_micropython_module()
 @given(st.binary(max_size=700))
 def test_micropython_cobs_and_crc_match(data: bytes) -> None:
     assert MP.cobs_encode(data) == cobs.encode(data)
-    assert MP.crc32c(data) == framed.crc32c(data)
+    assert MP.crc32c(data) == codec.crc32c(data)
 
 
 @given(values, ids, ids, units, st.integers(0, 65535))
@@ -386,8 +387,8 @@ def test_micropython_frames_are_the_gateways_frames(value: tuple[str, Any], sens
                                                      metric: str, unit: str, seq: int) -> None:
     vtype, v = value
     frame = MP.reading_frame(seq, sensor, metric, v, unit, vtype)
-    assert frame == framed.encode_reading(seq, sensor, metric, v, unit, vtype)
-    assert MP.wire(frame) == framed.wire(frame)
+    assert frame == codec.encode_reading(seq, sensor, metric, v, unit, vtype)
+    assert MP.wire(frame) == codec.wire(frame)
 
 
 def test_micropython_writer_sends_hello_then_attested_readings() -> None:
@@ -402,7 +403,7 @@ def test_micropython_writer_sends_hello_then_attested_readings() -> None:
     source.feed(stream.getvalue())
     (sample,) = source.poll(0, 0)
     assert source.stats.bad == 0 and sample.attestation is not None
-    assert framed.verify_attestation(sample.name, sample.value, sample.unit, sample.attestation,
+    assert codec.verify_attestation(sample.name, sample.value, sample.unit, sample.attestation,
                                      bytes(key.verify_key))
 
 
@@ -412,5 +413,5 @@ def test_encoder_never_emits_what_a_decoder_rejects(bad: dict[str, Any]) -> None
     fields: dict[str, Any] = {"sensor": "a", "metric": "b", "unit": "", "value": 1, "flags": 0}
     fields.update(bad)
     with pytest.raises(ValueError):
-        framed.encode_reading(0, fields["sensor"], fields["metric"], fields["value"],
+        codec.encode_reading(0, fields["sensor"], fields["metric"], fields["value"],
                               fields["unit"], None, fields["flags"])

@@ -22,8 +22,10 @@ from typing import Any
 import pytest
 
 from edgeledger.configtable import SerialSettings
+from edgeledger.sources import framecodec as codec
 from edgeledger.sources import framed
-from edgeledger.sources.framed import Channel, Fault, FrameDecoder, FramedSource
+from edgeledger.sources.framecodec import Channel, Fault, FrameDecoder
+from edgeledger.sources.framed import FramedSource
 
 ROOT = Path(__file__).resolve().parents[2]
 BRIDGE = ROOT / "firmware_bridge"
@@ -65,7 +67,7 @@ def random_reading(rng: random.Random, seq: int) -> tuple[str, Any, bytes]:
     sensor = rng.choice(["bme280-1", "meter.7", "door_1", "x"])
     metric = rng.choice(["temperature", "energy", "open", "n"])
     unit = rng.choice(["", "Cel", "%RH", "kWh", "m/s"])
-    vtype = rng.choice(list(framed.VTYPES.values()))
+    vtype = rng.choice(list(codec.VTYPES.values()))
     value: Any
     if vtype == "int32":
         value = rng.randrange(-(1 << 31), 1 << 31)
@@ -88,8 +90,8 @@ def random_reading(rng: random.Random, seq: int) -> tuple[str, Any, bytes]:
         text = value.encode().hex() or "-"
     flags = rng.choice([0, 0, 1])
     line = f"reading {seq} {flags} {sensor} {metric} {unit or '-'} " \
-           f"{framed.VTYPE_CODES[vtype]} {text}"
-    return line, value, framed.encode_reading(seq, sensor, metric, value, unit, vtype, flags)
+           f"{codec.VTYPE_CODES[vtype]} {text}"
+    return line, value, codec.encode_reading(seq, sensor, metric, value, unit, vtype, flags)
 
 
 def test_c_encoded_frames_decode_in_python(c_tools: dict[str, Path]) -> None:
@@ -102,14 +104,14 @@ def test_c_encoded_frames_decode_in_python(c_tools: dict[str, Path]) -> None:
     channels = [Channel("bme280-1", "temperature", "Cel", "float32"),
                 Channel("door_1", "open", "", "bool")]
     lines.append("hello 300 fw/1.2 0 1 bme280-1/temperature:Cel:3 door_1/open::5")
-    frames.append(framed.encode_hello(300, "fw/1.2", channels))
+    frames.append(codec.encode_hello(300, "fw/1.2", channels))
     lines.append(f"attest 301 1 299 {bytes(range(64)).hex()}")
-    frames.append(framed.encode_attest(301, 299, bytes(range(64))))
+    frames.append(codec.encode_attest(301, 299, bytes(range(64))))
     done = subprocess.run([str(c_tools["writer"]), "--script", "-"], input="\n".join(lines)
                           .encode(), capture_output=True, timeout=30, check=True)
     out = FrameDecoder().feed(done.stdout)
     assert [x.raw for x in out if not isinstance(x, Fault)] == frames
-    assert done.stdout == b"".join(framed.wire(f) for f in frames)  # byte for byte
+    assert done.stdout == b"".join(codec.wire(f) for f in frames)  # byte for byte
     assert b"frames=302" in done.stderr
 
 
@@ -119,7 +121,7 @@ def test_python_encoded_stream_decodes_the_same_in_c(c_tools: dict[str, Path]) -
     stream = bytearray()
     for seq in range(400):
         _, _, frame = random_reading(rng, seq)
-        w = bytearray(framed.wire(frame))
+        w = bytearray(codec.wire(frame))
         if rng.random() < 0.1:
             i = rng.randrange(1, len(w) - 1)
             w[i] = (w[i] ^ rng.randrange(1, 256)) or 1
@@ -201,7 +203,7 @@ def test_pty_closed_and_reopened_mid_frame(
     try:
         write(30)
         first = collect(source, 30, wait_for)
-        cut = framed.wire(framed.encode_reading(31, "mcu-1", "n", 999))
+        cut = codec.wire(codec.encode_reading(31, "mcu-1", "n", 999))
         pty_device.write(cut[: len(cut) // 2])
         wait_for(lambda: source.decoder._buf or source._chunks, what="the half frame")
         pty_device.unplug()
@@ -213,5 +215,5 @@ def test_pty_closed_and_reopened_mid_frame(
         source.stop()
     assert [s.value for s in first] == list(range(30))
     assert [s.value for s in second] == list(range(30))
-    assert isinstance(source.hello, framed.HelloFrame)
+    assert isinstance(source.hello, codec.HelloFrame)
 
