@@ -2,7 +2,7 @@
 
 Every stream is what a device on that protocol sends: BME280 READING frames made
 with the framed codec's own encoder, GGA+RMC pairs cut from the real receiver
-captures in tests/sources/data/nmea/, CSV/JSON/kv lines of a four-value sketch,
+gpsd's real captures (tests/sources/nmea_captures.py), CSV/JSON/kv lines of a four-value sketch,
 and Modbus RTU replies built by pymodbus's own RTU framer. Profiles are TOML text
 read through `read_agent_config`, as the agent reads them, so the sources and
 their range checks are built exactly as on a gateway.
@@ -14,6 +14,7 @@ import json
 import random
 import re
 import struct
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,10 @@ from edgeledger.sources import framecodec
 from edgeledger.sources.ranges import NO_RANGES, Ranges
 
 ROOT = Path(__file__).resolve().parents[1]
-CAPTURES = ROOT / "tests" / "sources" / "data" / "nmea"
+sys.path.insert(0, str(ROOT / "tests" / "sources"))
+from nmea_captures import capture_dir  # noqa: E402 - the real captures, fetched once
+
+CAPTURES = capture_dir()
 PAIR_FILES = ("bu353s4.nmea", "bu353-glonass.nmea")  # fix throughout
 CHUNK = (64, 256)  # bytes per read handed to a decoder, drawn uniformly
 SEED = 20240505
