@@ -20,6 +20,7 @@ from typing import TextIO
 
 from edgeledger.aggregator.ingest import Ingest
 from edgeledger.aggregator.log import CanonicalLog, MemoryLogStore
+from edgeledger.clock import wall_ms
 from edgeledger.core import b64
 from edgeledger.core.block import Block, sync_message
 from edgeledger.core.bundle import build_bundle
@@ -117,7 +118,7 @@ def _run(opts: DemoOptions, gateways: list[Gateway], ingest: Ingest, out: TextIO
     last_checkpoint = 0
     try:
         while opts.seconds == 0 or time.monotonic() - start < opts.seconds:
-            now = _now_ms()
+            now = wall_ms()
             for gw in gateways:
                 gw.poll(now)
                 _deliver(gw, ingest, gw.seal_due(now))
@@ -129,8 +130,8 @@ def _run(opts: DemoOptions, gateways: list[Gateway], ingest: Ingest, out: TextIO
     except KeyboardInterrupt:
         print("\nstopping", file=out)
     for gw in gateways:
-        _deliver(gw, ingest, gw.seal_due(_now_ms() + SEAL_AGE_MS))
-    ingest.log.sign_checkpoint(_now_ms())
+        _deliver(gw, ingest, gw.seal_due(wall_ms() + SEAL_AGE_MS))
+    ingest.log.sign_checkpoint(wall_ms())
     view.show(time.monotonic() - start, gateways, ingest.log, final=True)
 
 
@@ -206,10 +207,6 @@ class Progress:
 def _new_key(name: str, rng: random.Random, seed: int | None) -> Signer:
     """A fresh key from the OS's random source, or a repeatable one when seeded."""
     return Signer.generate(name) if seed is None else Signer(name, rng.randbytes(32))
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _program() -> str:

@@ -22,26 +22,25 @@ module's decision (`Retention.enforce`, after every sync attempt).
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import logging
 import os
 import select
 import signal
 import socket
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from edgeledger import clock
 from edgeledger.config import AgentConfig, parse_agent_config
 from edgeledger.core.block import key_id
 from edgeledger.core.errors import ConfigError, EdgeLedgerError
 from edgeledger.core.note import Signer
 from edgeledger.core.reading import Reading
 from edgeledger.gateway.identity import check_identity, load_or_create_key
-from edgeledger.gateway.journal import DiskFullError
+from edgeledger.gateway.journal import DISK_FULL_ERRNOS, DiskFullError
 from edgeledger.gateway.ledger import Ledger
 from edgeledger.gateway.retention import Retention
 from edgeledger.gateway.sdnotify import Notifier
@@ -53,7 +52,6 @@ from edgeledger.sources.ranges import NO_RANGES, Ranges
 
 EX_CONFIG = 78  # sysexits.h: the unit file stops restarting on it
 log = logging.getLogger("edgeledger.agent")
-_DISK_FULL = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG}
 # A source with no schedule of its own (a serial reader thread queueing samples) is
 # polled at least this often: samples carry their reception time, so this bounds
 # only how long they wait in memory, at about 20 wake-ups a second.
@@ -61,21 +59,15 @@ IDLE_POLL_MS = 50
 
 
 class Clock:
-    """Wall time (what readings and blocks carry) and a monotonic time (what policy uses).
-
-    The monotonic clock is CLOCK_BOOTTIME where there is one, so a suspend does not
-    hide a block's age.
-    """
+    """The agent's clocks (see edgeledger.clock); tests drive a fake one."""
 
     def wall_ms(self) -> int:
         """Unix epoch milliseconds."""
-        return time.time_ns() // 1_000_000
+        return clock.wall_ms()
 
     def mono_ms(self) -> int:
         """Milliseconds on a clock that never steps."""
-        boot = getattr(time, "CLOCK_BOOTTIME", None)
-        ns = time.clock_gettime_ns(boot) if boot is not None else time.monotonic_ns()
-        return ns // 1_000_000
+        return clock.mono_ms()
 
 
 @dataclass
@@ -203,7 +195,7 @@ class Agent:
             self._disk_full(exc)
             return False
         except OSError as exc:
-            if exc.errno not in _DISK_FULL:
+            if exc.errno not in DISK_FULL_ERRNOS:
                 raise
             self._disk_full(exc)
             return False

@@ -7,9 +7,9 @@ the same device id (the aggregator would reject every block as not enrolled).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
+from edgeledger.clock import wall_ms
 from edgeledger.core import b64
 from edgeledger.core.errors import ConfigError
 from edgeledger.core.note import Signer
@@ -49,7 +49,7 @@ def check_identity(state: State, signer: Signer, now_ms: int | None = None) -> I
     known = state.identity
     if known is None:
         record = IdentityRecord(signer.name, public,
-                                now_ms if now_ms is not None else time.time_ns() // 1_000_000)
+                                now_ms if now_ms is not None else wall_ms())
         state.set_identity(record)
         return record
     if known.device_id != signer.name or known.public_key != public:

@@ -134,7 +134,8 @@ class FileOps:
         os.close(fd)
 
 
-_DISK_FULL = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG}
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG})
+"""Write errors that mean "no room or not writable": wait and retry, never corrupt."""
 
 
 @dataclass
@@ -237,7 +238,7 @@ class Journal:
             except OSError as exc:
                 if fd is not None:
                     self._undo_partial_write(fd)
-                if exc.errno in _DISK_FULL:
+                if exc.errno in DISK_FULL_ERRNOS:
                     raise DiskFullError(f"journal {self.segment_path(self._segment)}: "
                                         f"{os.strerror(exc.errno or 0)}; "
                                         f"{len(self._buffer)} bytes kept in memory") from exc

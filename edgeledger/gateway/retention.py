@@ -63,7 +63,6 @@ name them again: a DROP record says "may be missing", never "never existed".
 
 from __future__ import annotations
 
-import errno
 import logging
 from dataclasses import asdict, dataclass, field
 
@@ -74,7 +73,13 @@ from edgeledger.core import cbor
 from edgeledger.core.block import key_id, valid_device_id
 from edgeledger.core.errors import ConfigError, DecodeError, VerificationError
 from edgeledger.core.note import Signer
-from edgeledger.gateway.journal import SEAL, DiskFullError, JournalError, Position
+from edgeledger.gateway.journal import (
+    DISK_FULL_ERRNOS,
+    SEAL,
+    DiskFullError,
+    JournalError,
+    Position,
+)
 from edgeledger.gateway.ledger import Ledger, Seal
 
 log = logging.getLogger(__name__)
@@ -87,7 +92,6 @@ MAX_WHY = 64
 _REC_KEYS = frozenset({"v", "dev", "kid", "h0", "h1", "prev", "last", "cnt",
                        "t0", "t1", "ts", "why"})
 _OUTER_KEYS = frozenset({"rec", "sig"})
-_DISK_FULL = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG})
 
 
 @dataclass(frozen=True)
@@ -374,7 +378,7 @@ class Retention:
             try:
                 ledger.sync()
             except (DiskFullError, OSError) as exc:  # the block index writes plain OSError
-                if isinstance(exc, OSError) and exc.errno not in _DISK_FULL:
+                if isinstance(exc, OSError) and exc.errno not in DISK_FULL_ERRNOS:
                     raise
                 return None, (f"disk full: the record of dropping blocks {rec.h0}..{rec.h1} "
                               f"is not durable yet, so nothing was dropped ({exc})")

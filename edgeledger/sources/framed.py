@@ -11,12 +11,12 @@ the MCU's frame counter, and never stops on any of them.
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from edgeledger.clock import wall_ms
 from edgeledger.configtable import ConfigTable, SerialSettings, serial_settings
 from edgeledger.sources.base import Sample, Source
 from edgeledger.sources.framecodec import (
@@ -39,10 +39,6 @@ ATTEST_WAIT_MS = 1000
 
 
 # --- the source ---------------------------------------------------------------------------
-
-def wall_ms() -> int:
-    """The gateway's Unix time in ms: the time of reception samples carry."""
-    return time.time_ns() // 1_000_000
 
 
 class FramedSource(Source):

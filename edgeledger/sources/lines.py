@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from edgeledger.clock import wall_ms
 from edgeledger.configtable import SENSOR_ID_RE as METRIC_RE
 from edgeledger.configtable import ConfigTable, SerialSettings, serial_settings
 from edgeledger.core.errors import DecodeError
@@ -153,10 +154,6 @@ class LineDecoder(Protocol):
     def flush(self, t_ms: int) -> list[Decoded]:
         """Samples held back that are due by `t_ms` (Unix ms)."""
 
-
-def wall_ms() -> int:
-    """The gateway's Unix time in ms: the time of reception samples carry."""
-    return time.time_ns() // 1_000_000
 
 
 class LineSource(Source):

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from edgeledger.clock import wall_ms
 from edgeledger.configtable import ConfigTable, SerialSettings, serial_settings
 from edgeledger.core.errors import ConfigError, DecodeError
 from edgeledger.core.reading import MAX_UNIT
@@ -464,7 +465,7 @@ class ModbusSource(Source):
         return list(values)
 
     def _queue_values(self, request: Request, words: list[int]) -> None:
-        wall = time.time_ns() // 1_000_000
+        wall = wall_ms()
         good = 0
         for reg, value in decode_reply(request, words):
             if isinstance(value, DecodeError):

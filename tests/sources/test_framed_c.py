@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
+from edgeledger import clock
 from edgeledger.configtable import SerialSettings
 from edgeledger.sources import framecodec as codec
-from edgeledger.sources import framed
 from edgeledger.sources.framecodec import Channel, Fault, FrameDecoder
 from edgeledger.sources.framed import FramedSource
 
@@ -152,7 +152,7 @@ def collect(source: FramedSource, want: int, wait_for: Callable[..., None]) -> l
     got: list[Any] = []
 
     def enough() -> bool:
-        got.extend(source.poll(0, framed.wall_ms()))
+        got.extend(source.poll(0, clock.wall_ms()))
         return len(got) >= want
 
     wait_for(enough, timeout=15.0, what=f"{want} samples")
