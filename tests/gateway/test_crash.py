@@ -61,11 +61,15 @@ def _command(config: Path, data: Path) -> list[str]:
             "--log-level", "debug"]
 
 
-def _run_and_kill(command: list[str], log: Path, after: float) -> int | None:
-    """Start the agent, SIGKILL it `after` seconds later; the last q it reported durable."""
+def _run_and_kill(command: list[str], log: Path, after: float, ready_first: bool) -> int | None:
+    """Start the agent, SIGKILL it `after` seconds later (counted from its "running" line
+    when `ready_first`, so that a slow start-up on a busy machine still leaves time to
+    record); the last q it reported durable."""
     with open(log, "wb") as err:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=err, cwd=log.parent)
+        if ready_first:
+            _wait_running(log, proc)
         time.sleep(after)
         exited = proc.poll()
         proc.send_signal(signal.SIGKILL)
@@ -74,6 +78,14 @@ def _run_and_kill(command: list[str], log: Path, after: float) -> int | None:
     assert exited is None, f"the agent exited by itself ({exited}):\n{text[-3000:]}"
     found = DURABLE.findall(text)
     return int(found[-1]) if found else None
+
+
+def _wait_running(log: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while b" running: " not in log.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return  # the caller reports what happened
+        time.sleep(0.02)
 
 
 def _counter_readings(data: Path) -> list[Reading]:
@@ -104,8 +116,10 @@ def test_sigkill_loses_no_durable_reading(tmp_path: Path, kills: int, gw: Module
     for run in range(kills):
         where = f"seed {seed}, run {run}"
         # Mostly after start-up, sometimes during it (recovery itself must survive a kill).
-        after = rng.uniform(0.05, 0.4) if rng.random() < 0.2 else rng.uniform(0.4, 1.2)
-        reported = _run_and_kill(command, tmp_path / f"agent-{run}.log", after)
+        during_start = rng.random() < 0.2
+        after = rng.uniform(0.05, 0.4) if during_start else rng.uniform(0.1, 0.9)
+        reported = _run_and_kill(command, tmp_path / f"agent-{run}.log", after,
+                                 ready_first=not during_start)
         if reported is not None:
             assert reported >= durable, f"{where}: durable q went back to {reported}"
             durable, reported_runs = reported, reported_runs + 1
