@@ -1,0 +1,1 @@
+"""Durable stores for the aggregator: SQLite embedded (sqlite.py)."""
