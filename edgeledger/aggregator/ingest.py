@@ -84,7 +84,9 @@ class Ingest:
         """A block at a height already accepted: a duplicate, or equivocation."""
         known_hash, index = record.blocks[block.header.h]
         if known_hash == block.hash:
-            return Ack(record.next_height, "dup", log_index=index)
+            # `next` and `log_index` answer the block sent (edgeledger.sync.messages.Ack):
+            # the device learns where its block is, even from a duplicate.
+            return Ack(block.header.h + 1, "dup", log_index=index)
         return Ack(record.next_height, "rejected",
                    f"equivocation: a different block {block.header.dev}/{block.header.h} "
                    "was already accepted")

@@ -84,3 +84,16 @@ def test_equivocation_is_rejected_and_the_first_block_stays(ingest: Ingest) -> N
     ack = ingest.receive("gw-1", other)
     assert ack.status == "rejected" and "equivocation" in ack.why
     assert ingest.log.size == 1
+
+
+def test_a_duplicate_is_answered_for_the_block_sent(ingest: Ingest) -> None:
+    """`next` and `log_index` of a `dup` name the block that was sent again, so the device
+    learns where it is in the log even from a duplicate (edgeledger.sync.messages.Ack)."""
+    chain = DeviceChain.after(DEVICE, None)
+    messages = []
+    for h in range(3):
+        readings = _readings(h * 3)
+        messages.append(sync_message(chain.seal(readings, 5000 + h), readings))
+        assert ingest.receive("gw-1", messages[-1]).status == "ok"
+    ack = ingest.receive("gw-1", messages[0])
+    assert (ack.status, ack.next, ack.log_index) == ("dup", 1, 0)
