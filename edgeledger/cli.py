@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgeledger import __version__
 from edgeledger.core import b64
 from edgeledger.core.bundle import ProofBundle, verify_bundle
 from edgeledger.core.errors import ConfigError, DecodeError, EdgeLedgerError, VerificationError
 from edgeledger.core.note import Signer, valid_name
-from edgeledger.keyfile import load_verifier, write_signer
+from edgeledger.keyfile import load_signer, load_verifier, write_signer
+
+if TYPE_CHECKING:
+    from edgeledger.aggregator.enrollment import Action, DeviceState, Rotation
+    from edgeledger.aggregator.store.sqlite import SqliteStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -64,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("files", nargs="+", type=Path, metavar="FILE")
     check.set_defaults(run=_check_config)
 
+    _enrollment_parsers(sub)
+
     log = sub.add_parser("log", help="the gateway's local log")
     log_sub = log.add_subparsers(dest="log_command", required=True, metavar="COMMAND")
     log_verify = log_sub.add_parser(
@@ -87,6 +95,47 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, help="random seed, for a repeatable run")
     demo.set_defaults(run=_demo)
     return parser
+
+
+def _enrollment_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """enroll, revoke, devices (aggregator side) and rotate-key (gateway side)."""
+    key_help = ("base64 of the 32-byte Ed25519 public key, a note verifier key, or a key "
+                "file (of a signer key file only the public half is read)")
+    enroll = sub.add_parser(
+        "enroll", help="let a device's key into the aggregator's log (or apply a rotation)",
+        description="Enroll DEVICE_ID with PUBKEY in the aggregator's store; enrolling the "
+                    "same key again changes nothing. A different key for an enrolled id is "
+                    "refused unless --rotation gives a record signed by the enrolled key.")
+    enroll.add_argument("--config", required=True, type=Path, help="aggregator TOML file")
+    enroll.add_argument("device_id", nargs="?", metavar="DEVICE_ID")
+    enroll.add_argument("pubkey", nargs="?", metavar="PUBKEY", help=key_help)
+    enroll.add_argument("--rotation", type=Path, metavar="FILE",
+                        help="apply this key rotation record (from edgeledger rotate-key)")
+    enroll.set_defaults(run=_enroll)
+
+    revoke = sub.add_parser("revoke", help="stop accepting a device's blocks (history stays)")
+    revoke.add_argument("--config", required=True, type=Path, help="aggregator TOML file")
+    revoke.add_argument("device_id", metavar="DEVICE_ID")
+    revoke.add_argument("--reason", default="revoked by the operator", metavar="TEXT",
+                        help="recorded in the event journal")
+    revoke.set_defaults(run=_revoke)
+
+    devices = sub.add_parser("devices", help="list enrolled and revoked devices")
+    devices.add_argument("--config", required=True, type=Path, help="aggregator TOML file")
+    devices.set_defaults(run=_devices)
+
+    rotate = sub.add_parser(
+        "rotate-key", help="make a key rotation record, signed by the old key (gateway side)",
+        description="Write a rotation record handing DEVICE's identity from the key in "
+                    "--old-key to --new-key; apply it with `edgeledger enroll --rotation "
+                    "FILE`, or publish it on <prefix>/dev/<id>/rotate.")
+    rotate.add_argument("--old-key", required=True, type=Path, metavar="FILE",
+                        help="the enrolled (old) signer key file, mode 0600")
+    rotate.add_argument("--new-key", required=True, metavar="PUBKEY", help=key_help)
+    rotate.add_argument("--out", required=True, type=Path, help="record file to create")
+    rotate.add_argument("--device", metavar="DEVICE_ID",
+                        help="device id (default: the old key's name)")
+    rotate.set_defaults(run=_rotate_key)
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -122,6 +171,165 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"FAILED {exc.check}: {exc.detail}")
         return EXIT_FAILED
     print(f"OK: {proven.describe()}")
+    return EXIT_OK
+
+
+def _read_key(spec: str, what: str) -> tuple[bytes, str | None]:
+    """A public key given on the command line: the key text itself, or a file holding it."""
+    from edgeledger.aggregator.enrollment import parse_public_key
+
+    path = Path(spec)
+    if path.is_file():
+        try:
+            return parse_public_key(path.read_text(), f"{what} {spec}")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(spec, None, f"cannot read key file: {exc}") from exc
+    return parse_public_key(spec, what)
+
+
+def _device_state(store: SqliteStore, dev: str) -> DeviceState | None:
+    from edgeledger.aggregator.enrollment import DeviceState
+
+    device = store.device(dev)
+    return None if device is None else DeviceState(device.public_key, device.enrolled_ms,
+                                                   device.revoked_ms)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    from edgeledger.aggregator.config import load_aggregator_config, open_store
+    from edgeledger.aggregator.enrollment import Action, decide_enroll, kid
+
+    if args.rotation is not None:
+        return _apply_rotation(args)
+    if args.device_id is None or args.pubkey is None:
+        print("edgeledger enroll: DEVICE_ID and PUBKEY are required (or --rotation FILE)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    dev = args.device_id
+    key, name = _read_key(args.pubkey, "PUBKEY")
+    if name is not None and name != dev:
+        raise ConfigError(args.pubkey, None, f"the key is named {name!r}, not {dev!r}; a "
+                                             "device key is named after its device id")
+    store = open_store(load_aggregator_config(args.config))
+    try:
+        with store.transaction():
+            action = decide_enroll(dev, key, _device_state(store, dev))
+            if action is Action.ENROLL:
+                now = _now_ms()
+                store.enroll(dev, key, now)
+                store.add_event("enrolled", dev, None, f"key {kid(key)} enrolled", now)
+    finally:
+        store.close()
+    what = "enrolled" if action is Action.ENROLL else "already enrolled, unchanged:"
+    print(f"{what} {dev} key {kid(key)} ({b64.encode(key)}) in {store.path}")
+    return EXIT_OK
+
+
+def _apply_rotation(args: argparse.Namespace) -> int:
+    from edgeledger.aggregator.config import load_aggregator_config, open_store
+    from edgeledger.aggregator.enrollment import Action, parse_rotation
+
+    try:
+        rotation = parse_rotation(args.rotation.read_bytes())
+    except OSError as exc:
+        raise ConfigError(str(args.rotation), None, f"cannot read: {exc.strerror}") from exc
+    if args.device_id not in (None, rotation.dev):
+        raise ConfigError(str(args.rotation), None, f"the record rotates {rotation.dev}, "
+                                                    f"not {args.device_id}")
+    if args.pubkey is not None and _read_key(args.pubkey, "PUBKEY")[0] != rotation.new:
+        raise ConfigError(str(args.rotation), None, "the record's new key is not PUBKEY")
+    store = open_store(load_aggregator_config(args.config))
+    try:
+        action = _rotate_in_store(store, rotation)
+    finally:
+        store.close()
+    done = "applied" if action is Action.ROTATE else "already applied, unchanged:"
+    print(f"{done} {rotation.describe()} in {store.path}")
+    return EXIT_OK
+
+
+def _rotate_in_store(store: SqliteStore, rotation: Rotation) -> Action:
+    """Apply `rotation` with its event; a forged or stale one is journalled, then re-raised."""
+    from edgeledger.aggregator.enrollment import Action, decide_rotation
+
+    try:
+        with store.transaction():
+            action = decide_rotation(rotation, _device_state(store, rotation.dev))
+            if action is Action.ROTATE:
+                now = _now_ms()
+                store.enroll(rotation.dev, rotation.new, now)
+                store.add_event("rotated", rotation.dev, None, rotation.describe(), now)
+    except VerificationError as exc:
+        store.add_event("rotation-rejected", rotation.dev, None, str(exc), _now_ms())
+        raise
+    return action
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    from edgeledger.aggregator.config import load_aggregator_config, open_store
+    from edgeledger.aggregator.enrollment import Action, decide_revoke
+
+    dev = args.device_id
+    store = open_store(load_aggregator_config(args.config))
+    try:
+        with store.transaction():
+            action = decide_revoke(dev, _device_state(store, dev))
+            if action is Action.REVOKE:
+                now = _now_ms()
+                store.revoke(dev, now)
+                store.add_event("revoked", dev, None, args.reason, now)
+        device = store.device(dev)
+    finally:
+        store.close()
+    assert device is not None
+    what = "revoked" if action is Action.REVOKE else "already revoked, unchanged:"
+    print(f"{what} {dev} (at {device.revoked_ms} ms; its {device.next_height} block(s) stay "
+          f"in the log)")
+    return EXIT_OK
+
+
+def _devices(args: argparse.Namespace) -> int:
+    from edgeledger.aggregator.config import load_aggregator_config, open_store
+    from edgeledger.aggregator.enrollment import kid
+
+    store = open_store(load_aggregator_config(args.config))
+    try:
+        devices = store.devices()
+    finally:
+        store.close()
+    for d in devices:
+        status = "revoked" if d.revoked_ms is not None else "enrolled"
+        flag = " flagged" if d.flagged_ms is not None else ""
+        print(f"{d.dev} {status}{flag} key {kid(d.public_key)} {b64.encode(d.public_key)} "
+              f"next-height {d.next_height}")
+    print(f"{len(devices)} device(s)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _rotate_key(args: argparse.Namespace) -> int:
+    from edgeledger.aggregator.enrollment import make_rotation, rotation_topic
+    from edgeledger.sync.topics import DEFAULT_PREFIX
+
+    old = load_signer(args.old_key)
+    dev = args.device or old.name
+    new, name = _read_key(args.new_key, "--new-key")
+    if name is not None and name != dev:
+        raise ConfigError(args.new_key, None, f"the new key is named {name!r}, not {dev!r}")
+    rotation = make_rotation(old, dev, new, _now_ms())
+    try:
+        with open(args.out, "xb") as out:
+            out.write(rotation.encode())
+    except FileExistsError as exc:
+        raise ConfigError(str(args.out), None, "already exists; refusing to overwrite") from exc
+    except OSError as exc:
+        raise ConfigError(str(args.out), None, f"cannot create: {exc.strerror}") from exc
+    print(f"wrote {args.out}: {rotation.describe()}")
+    print(f"apply it: edgeledger enroll --config AGGREGATOR.toml --rotation {args.out}")
+    print(f"or publish it on {rotation_topic(DEFAULT_PREFIX, dev)} (your prefix)")
     return EXIT_OK
 
 

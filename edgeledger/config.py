@@ -12,7 +12,8 @@ The schema grows by sections and by sensor types: `[[sensors]]` entries are
 dispatched on `type` to the `parse_config` of the source module registered in
 SENSOR_TYPES (imported only when a file uses that type), after the keys every
 entry shares (`type`, `ranges`) are read here; `[sync]` is read here so that
-files written for the MQTT issue are already valid. Notes (a serial device that
+the sync driver (edgeledger/gateway/syncdriver.py) gets everything it needs,
+keys included, already checked. Notes (a serial device that
 is not present) are kept apart from errors: check-config prints them, the agent
 starts anyway and waits for the device.
 """
@@ -26,21 +27,30 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgeledger.configtable import SENSOR_ID_RE as SENSOR_ID_RE  # noqa: PLC0414 - re-export
 from edgeledger.configtable import ConfigTable, describe
 from edgeledger.core.block import DEVICE_RE, MAX_READINGS
-from edgeledger.core.errors import ConfigError
+from edgeledger.core.errors import ConfigError, EdgeLedgerError
+from edgeledger.core.note import Verifier
+from edgeledger.keyfile import load_verifier
 from edgeledger.sources.base import SourceConfig
 from edgeledger.sources.ranges import NO_RANGES, Ranges, parse_ranges
 from edgeledger.sources.simulator import SIM_KINDS as SIM_KINDS  # noqa: PLC0414 - re-export
 from edgeledger.sources.simulator import SimSensorConfig as SimSensorConfig  # noqa: PLC0414
+from edgeledger.sync.topics import valid_prefix
+
+if TYPE_CHECKING:
+    from edgeledger.aggregator.config import AggregatorConfigResult
 
 MiB = 1 << 20
 DAY_MS = 86_400_000
 QUOTA_POLICIES = ("stop", "drop-oldest")
 DEFAULT_DATA_DIR = Path("/var/lib/edgeledger")
 DEFAULT_PREFIX = "edgeledger/v1"
+_BROKER_RE = re.compile(r"[^\s:/]+:[0-9]{1,5}")
+_PREFIX_RE = re.compile(r"[^\s#+]+(/[^\s#+]+)*")
 
 
 @dataclass(frozen=True)
@@ -77,10 +87,29 @@ SensorConfig = SourceConfig
 
 @dataclass(frozen=True)
 class SyncConfig:
-    """[sync]: the broker the sync issue connects to (accepted, not used yet)."""
+    """[sync]: the MQTT broker and aggregator log this gateway syncs to (none: offline only)."""
 
     broker: str | None = None
     prefix: str = DEFAULT_PREFIX
+    log_key: Verifier | None = None
+    """The aggregator log's note verifier key: every checkpoint is checked against it."""
+    username: str | None = None
+    password_file: Path | None = None
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    window: int = 16
+    """Blocks sent and not yet acked, at most."""
+    resend_ms: int = 10_000
+    """A block (or a consistency request) not answered within this is sent again."""
+
+    @property
+    def host_port(self) -> tuple[str, int] | None:
+        """The broker as (host, port), or None when sync is off."""
+        if self.broker is None:
+            return None
+        host, _, port = self.broker.rpartition(":")
+        return host, int(port)
 
 
 @dataclass(frozen=True)
@@ -213,13 +242,57 @@ def _sensors(root: ConfigTable, ranges: dict[str, Ranges]) -> tuple[SensorConfig
 def _sync(t: ConfigTable | None) -> SyncConfig | None:
     if t is None:
         return None
+    d = SyncConfig()
     broker: str | None = None
     if "broker" in t.data:
-        broker = t.text("broker", pattern=re.compile(r"[^\s:/]+:[0-9]{1,5}"), what="HOST:PORT")
-    prefix = t.text("prefix", DEFAULT_PREFIX, re.compile(r"[^\s#+]+(/[^\s#+]+)*"),
+        errors = len(t.errors)
+        broker = t.text("broker", pattern=_BROKER_RE, what="HOST:PORT")
+        if len(t.errors) == errors and not 0 < int(broker.rpartition(":")[2]) < 65536:
+            t.fail("broker", f"{broker!r}: port must be 1 to 65535")
+        if len(t.errors) > errors:
+            broker = None  # faulty: reported once, and nothing else depends on it
+    prefix = t.text("prefix", DEFAULT_PREFIX, _PREFIX_RE,
                     what="an MQTT topic prefix without wildcards")
+    if _PREFIX_RE.fullmatch(prefix) and not valid_prefix(prefix):
+        t.fail("prefix", f"{prefix!r}: levels of [A-Za-z0-9._-]+ joined by '/', at most "
+                         "128 characters")
+    log_key = _log_key(t)
+    username = t.optional_text("username", re.compile(r"[^\s]{1,256}"),
+                               what="a user name (no spaces)")
+    password = _optional_file(t, "password_file")
+    ca, cert, key = (_optional_file(t, f"tls_{k}_file") for k in ("ca", "cert", "key"))
+    if (cert is None) != (key is None):
+        t.fail("tls_cert_file" if cert is None else "tls_key_file",
+               "tls_cert_file and tls_key_file go together (a client certificate and its key)")
+    if cert is not None and ca is None:
+        t.fail("tls_ca_file", "missing; a client certificate needs TLS (tls_ca_file)")
+    if password is not None and username is None:
+        t.fail("username", "missing; password_file needs a user name")
+    window = t.integer("window", 1, 1024, d.window, " (blocks)")
+    resend_ms = t.integer("resend_ms", 100, 3_600_000, d.resend_ms, " (ms)")
     t.done()
-    return SyncConfig(broker, prefix)
+    return SyncConfig(broker, prefix, log_key, username, password, ca, cert, key, window,
+                      resend_ms)
+
+
+def _log_key(t: ConfigTable) -> Verifier | None:
+    """`log_key`: verifier key text (<name>+<hash>+<key>) or a file holding it."""
+    spec = t.optional_text("log_key", what="a verifier key or a file holding one")
+    if spec is None:  # allowed, so that files written before this key stay valid: the
+        return None     # agent then says at start-up that it cannot sync, and records offline
+    try:
+        return load_verifier(spec)
+    except EdgeLedgerError as exc:
+        t.fail("log_key", str(exc))
+        return None
+
+
+def _optional_file(t: ConfigTable, key: str) -> Path | None:
+    """A path that must exist when given, or None when absent."""
+    if not t.has(key):
+        t.seen.add(key)
+        return None
+    return t.file_path(key, must_exist=True)
 
 
 # --- loading -------------------------------------------------------------------------
@@ -277,13 +350,20 @@ def load_agent_config(path: Path) -> AgentConfig:
 def check_config_files(files: list[Path]) -> int:
     """`edgeledger check-config`: "OK <file>" per good file, else each fault; 0 or 1.
 
+    Agent and aggregator files are told apart by an [aggregator] table.
+
     Notes (a serial device not present on this machine) are printed as
     `warning: <file>: <key>: <reason>` and do not fail the check: the agent starts
     without the device and opens it when it appears.
     """
+    from edgeledger.aggregator.config import is_aggregator_file, read_aggregator_config
+
     status = 0
     for path in files:
-        result = read_agent_config(path)
+        # A file with an [aggregator] table is an aggregator file; anything else,
+        # unreadable files included, is read (and its faults reported) as an agent file.
+        result: ConfigResult | AggregatorConfigResult = (
+            read_aggregator_config(path) if is_aggregator_file(path) else read_agent_config(path))
         for error in result.errors:
             print(f"{error}", file=sys.stderr)
         for note in result.notes:

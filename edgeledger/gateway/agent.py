@@ -17,6 +17,11 @@ retries each window, taking readings until `memory_bytes` are waiting, then
 pausing the sensors, loudly, until space returns. Which blocks may be pruned to
 make space, and whether readings must stop at the quota, is the retention
 module's decision (`Retention.enforce`, after every sync attempt).
+
+With `[sync] broker` set, a `SyncDriver` (edgeledger/gateway/syncdriver.py) runs
+the MQTT sync in the same loop: it connects in the background, hears of each
+block once a group commit made it durable, is stepped every turn, and wakes the
+loop's sleep when a message arrives. Recording never waits for the network.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from edgeledger.gateway.retention import Retention
 from edgeledger.gateway.sdnotify import Notifier
 from edgeledger.gateway.sealer import ClockEvent, Sealer
 from edgeledger.gateway.state import State
+from edgeledger.gateway.syncdriver import SyncDriver
 from edgeledger.logs import setup_logging
 from edgeledger.sources.base import Sample, Source
 from edgeledger.sources.ranges import NO_RANGES, Ranges
@@ -96,6 +102,7 @@ class Agent:
     notifier: Notifier
     clock: Clock
     retention: Retention | None = None
+    syncer: SyncDriver | None = None
     lock_fd: int | None = None
     stop_signal: int | None = None
     next_sync: int = 0
@@ -123,6 +130,7 @@ class Agent:
         if now >= self.next_sync and self._dirty():
             self.sync()
             self.next_sync = now + self.config.journal.fsync_window_ms
+        due_sync = self.syncer.step(now) if self.syncer is not None else None
         if self.notifier.watchdog_seconds and now >= self.next_watchdog:
             self.notifier.watchdog()
             self.next_watchdog = now + int(self.notifier.watchdog_seconds * 1000)
@@ -131,6 +139,8 @@ class Agent:
             due.append(self.next_sync)
         if self.notifier.watchdog_seconds:
             due.append(self.next_watchdog)
+        if due_sync is not None:
+            due.append(due_sync)
         return min(due)
 
     def _dirty(self) -> bool:
@@ -206,6 +216,8 @@ class Agent:
         log.debug("durable %s", " ".join(f"{sensor}={q}" for sensor, q
                                          in sorted(self.ledger.durable_q.items())))
         self._save_state()
+        if self.syncer is not None:
+            self.syncer.durable(self.ledger.tip, self.clock.mono_ms())
         self.notifier.status(f"tip {_show(self.ledger.tip)}; {len(self.ledger.open)} readings "
                              f"in the open block")
         return True
@@ -260,6 +272,8 @@ class Agent:
         old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         old_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         try:
+            if self.syncer is not None:
+                self.syncer.start()
             self.notifier.ready(f"recording; tip {_show(self.ledger.tip)}")
             while self.stop_signal is None:
                 self._sleep_until(self.tick(), wake_r)
@@ -278,8 +292,9 @@ class Agent:
     def _sleep_until(self, due_mono: int, wake: socket.socket) -> None:
         timeout = max(due_mono - self.clock.mono_ms(), 1) / 1000
         if self.stop_signal is None:
-            readable, _, _ = select.select([wake], [], [], timeout)
-            if readable:
+            waits = [wake] if self.syncer is None else [wake, self.syncer.wake_socket]
+            readable, _, _ = select.select(waits, [], [], timeout)
+            if wake in readable:
                 with contextlib.suppress(BlockingIOError):
                     wake.recv(64)
 
@@ -306,8 +321,13 @@ class Agent:
                 log.exception("stopping %s failed", feed.source.name)
 
     def close(self, flush: bool = True) -> None:
-        """Stop the sources; close the ledger, state and lock."""
+        """Stop the sources and sync; close the ledger, state and lock."""
         self.stop_sources()
+        if self.syncer is not None:
+            try:
+                self.syncer.close(self.clock.mono_ms())
+            except Exception:
+                log.exception("closing sync failed")
         if flush:
             self.ledger.close()
         self.state.close()
@@ -352,8 +372,17 @@ def open_agent(config: AgentConfig, clock: Clock | None = None,
         state.close()
         os.close(lock_fd)
         raise
-    agent = Agent(config, ledger, state, feeds, sealer,
-                  notifier or Notifier(), clock, retention or _retention(config, signer), lock_fd)
+    try:
+        syncer = _syncer(config, ledger, state)
+    except BaseException:
+        for feed in feeds:
+            feed.source.stop()
+        ledger.close()
+        state.close()
+        os.close(lock_fd)
+        raise
+    agent = Agent(config, ledger, state, feeds, sealer, notifier or Notifier(), clock,
+                  retention or _retention(config, signer), syncer, lock_fd)
     agent._clock_event(sealer.check_seal_time(clock.wall_ms()))
     return agent
 
@@ -403,6 +432,17 @@ def _feeds(config: AgentConfig, ledger: Ledger, now: int) -> list[Feed]:
             feed.source.stop()
         raise
     return feeds
+
+
+def _syncer(config: AgentConfig, ledger: Ledger, state: State) -> SyncDriver | None:
+    """The MQTT sync, when `[sync] broker` is configured (started by `Agent.run`)."""
+    if config.sync is None or config.sync.broker is None:
+        return None
+    if config.sync.log_key is None:
+        log.error("%s: sync.log_key: missing; not syncing to %s (recording offline)",
+                  config.path, config.sync.broker)
+        return None
+    return SyncDriver(config.sync, config.device.id, ledger, state)
 
 
 def _retention(config: AgentConfig, signer: Signer) -> Retention | None:

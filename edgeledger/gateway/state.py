@@ -19,8 +19,10 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 
 from edgeledger.core.errors import EdgeLedgerError
+from edgeledger.sync.device import SyncCursor
 
 MAX_CLOCK_FLAGS = 100  # the newest are kept; the counter `clock_flags` counts them all
+MAX_SYNC_ALARMS = 100  # likewise for `sync_alarms`
 
 
 class StateError(EdgeLedgerError):
@@ -162,6 +164,27 @@ class State:
         cursor = self.checkpoint
         return cursor.covered if cursor else None
 
+    @property
+    def sync_cursor(self) -> SyncCursor:
+        """The sync cursor (acked, kept checkpoint, covered, known log indexes)."""
+        doc = self._doc("sync")
+        acked, covered, note = doc.get("acked"), doc.get("covered"), doc.get("checkpoint")
+        pairs = doc.get("log_indexes", [])
+        try:
+            indexes = tuple((int(h), int(i)) for h, i in pairs)
+        except (TypeError, ValueError) as exc:
+            raise StateError(f"state {self.path}: sync.log_indexes is not a list of "
+                             f"[height, index] pairs: {exc}") from exc
+        return SyncCursor(acked if isinstance(acked, int) else None,
+                                note if isinstance(note, str) else None,
+                                covered if isinstance(covered, int) else None, indexes)
+
+    def set_sync_cursor(self, cursor: SyncCursor) -> None:
+        """Record the whole sync cursor in one atomic write."""
+        self._put("sync", acked=cursor.acked, checkpoint=cursor.checkpoint,
+                  covered=cursor.covered,
+                  log_indexes=[[h, i] for h, i in cursor.log_indexes])
+
     def setting(self, key: str, default: Any = None) -> Any:
         """A stored setting (JSON value)."""
         return self._doc("settings").get(key, default)
@@ -180,6 +203,20 @@ class State:
         if len(ids) > MAX_CLOCK_FLAGS:
             table.remove(doc_ids=ids[:-MAX_CLOCK_FLAGS])
         self.bump("clock_flags")
+
+    def flag_sync_alarm(self, reason: str, wall_ms: int) -> None:
+        """Record a sync alarm (the newest MAX_SYNC_ALARMS are kept) and count it."""
+        table = self.db.table("sync_alarms")
+        table.insert({"reason": reason, "wall_ms": wall_ms})
+        ids = sorted(doc.doc_id for doc in table.all())
+        if len(ids) > MAX_SYNC_ALARMS:
+            table.remove(doc_ids=ids[:-MAX_SYNC_ALARMS])
+        self.bump("sync_alarms")
+
+    def sync_alarms(self) -> list[tuple[str, int]]:
+        """The recorded sync alarms as (reason, wall_ms), oldest first."""
+        return [(d["reason"], d["wall_ms"])
+                for d in sorted(self.db.table("sync_alarms").all(), key=lambda d: d.doc_id)]
 
     def clock_flags(self) -> list[ClockFlag]:
         """The recorded clock anomalies, oldest first."""
