@@ -14,12 +14,10 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import tty
 from pathlib import Path
 
 import pytest
-from test_agent_serial import journal, wait_log
+from test_agent_serial import agent_on_pty, journal, wait_log
 
 from edgeledger.gateway.logverify import run_log_verify
 
@@ -66,18 +64,8 @@ def frame_writer() -> Path:
 
 def test_c_frames_reach_the_journal_and_bad_ones_do_not(tmp_path: Path,
                                                         frame_writer: Path) -> None:
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    device = tmp_path / "usb-Adafruit_Feather_M0_ABCD-if00"
-    device.symlink_to(os.ttyname(slave))
-    os.close(slave)
-    config = tmp_path / "agent.toml"
-    config.write_text(PROFILE.format(device=device))
-    data, log = tmp_path / "data", tmp_path / "agent.log"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "edgeledger.cli", "agent", "--config",
-                                 str(config), "--data-dir", str(data), "--log-level", "debug"],
-                                stdout=subprocess.DEVNULL, stderr=err, cwd=tmp_path)
+    proc, master, _, data, log = agent_on_pty(tmp_path, PROFILE,
+                                              "usb-Adafruit_Feather_M0_ABCD-if00")
     try:
         wait_log(log, proc, "opened")
         written = subprocess.run([str(frame_writer), "--fd", str(master), "--script", "-"],

@@ -82,20 +82,29 @@ def journal(data_dir: Path, device: str = "serial-gw") -> list[Reading]:
     return out
 
 
-def test_bad_values_never_reach_the_journal(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def agent_on_pty(tmp_path: Path, profile: str, by_id: str
+                 ) -> tuple[subprocess.Popen[bytes], int, Path, Path, Path]:
+    """Start the agent on `profile` (with `{device}` for a by-id style link to a new pty's
+    slave); return the process, the pty master, the link, the data dir and the log."""
     master, slave = os.openpty()
     tty.setraw(slave)
-    device = tmp_path / "usb-Arduino_Uno_1234-if00"
+    device = tmp_path / by_id
     device.symlink_to(os.ttyname(slave))
     os.close(slave)
     config = tmp_path / "agent.toml"
-    config.write_text(PROFILE.format(device=device))
+    config.write_text(profile.format(device=device))
     data, log = tmp_path / "data", tmp_path / "agent.log"
     with open(log, "wb") as err:
         proc = subprocess.Popen([sys.executable, "-m", "edgeledger.cli", "agent", "--config",
                                  str(config), "--data-dir", str(data), "--log-level", "debug"],
                                 stdout=subprocess.DEVNULL, stderr=err, cwd=tmp_path)
+    return proc, master, device, data, log
+
+
+def test_bad_values_never_reach_the_journal(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    proc, master, device, data, log = agent_on_pty(tmp_path, PROFILE,
+                                                   "usb-Arduino_Uno_1234-if00")
     try:
         opened = wait_log(log, proc, "opened")
         assert f"{device} (/dev/pts/" in opened  # the by-id path and the real tty
