@@ -9,8 +9,6 @@ signed; the corrupted frame is counted and logged, and reading goes on.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import signal
 import subprocess
@@ -64,9 +62,8 @@ def frame_writer() -> Path:
 
 def test_c_frames_reach_the_journal_and_bad_ones_do_not(tmp_path: Path,
                                                         frame_writer: Path) -> None:
-    proc, master, _, data, log = agent_on_pty(tmp_path, PROFILE,
-                                              "usb-Adafruit_Feather_M0_ABCD-if00")
-    try:
+    feather = "usb-Adafruit_Feather_M0_ABCD-if00"
+    with agent_on_pty(tmp_path, PROFILE, feather) as (proc, master, _, data, log):
         wait_log(log, proc, "opened")
         written = subprocess.run([str(frame_writer), "--fd", str(master), "--script", "-"],
                                  input=SCRIPT.encode(), pass_fds=(master,),
@@ -76,12 +73,6 @@ def test_c_frames_reach_the_journal_and_bad_ones_do_not(tmp_path: Path,
         wait_log(log, proc, "durable bme280-1=1")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        with contextlib.suppress(OSError):
-            os.close(master)
     text = log.read_text()
     readings = journal(data, "framed-gw")
     assert [(r.n, r.q, r.v, r.u) for r in readings] == [

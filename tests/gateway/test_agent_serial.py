@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import tty
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -82,10 +83,12 @@ def journal(data_dir: Path, device: str = "serial-gw") -> list[Reading]:
     return out
 
 
+@contextlib.contextmanager
 def agent_on_pty(tmp_path: Path, profile: str, by_id: str
-                 ) -> tuple[subprocess.Popen[bytes], int, Path, Path, Path]:
-    """Start the agent on `profile` (with `{device}` for a by-id style link to a new pty's
-    slave); return the process, the pty master, the link, the data dir and the log."""
+                 ) -> Iterator[tuple[subprocess.Popen[bytes], int, Path, Path, Path]]:
+    """Run the agent on `profile` (with `{device}` for a by-id style link to a new pty's
+    slave); yield the process, the pty master, the link, the data dir and the log, and
+    kill the agent and close the pty on the way out."""
     master, slave = os.openpty()
     tty.setraw(slave)
     device = tmp_path / by_id
@@ -98,14 +101,20 @@ def agent_on_pty(tmp_path: Path, profile: str, by_id: str
         proc = subprocess.Popen([sys.executable, "-m", "edgeledger.cli", "agent", "--config",
                                  str(config), "--data-dir", str(data), "--log-level", "debug"],
                                 stdout=subprocess.DEVNULL, stderr=err, cwd=tmp_path)
-    return proc, master, device, data, log
+    try:
+        yield proc, master, device, data, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        with contextlib.suppress(OSError):
+            os.close(master)
 
 
 def test_bad_values_never_reach_the_journal(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    proc, master, device, data, log = agent_on_pty(tmp_path, PROFILE,
-                                                   "usb-Arduino_Uno_1234-if00")
-    try:
+    by_id = "usb-Arduino_Uno_1234-if00"
+    with agent_on_pty(tmp_path, PROFILE, by_id) as (proc, master, device, data, log):
         opened = wait_log(log, proc, "opened")
         assert f"{device} (/dev/pts/" in opened  # the by-id path and the real tty
         lines = [b"temperature=99 humidity=1",          # the first line after open is dropped
@@ -119,12 +128,6 @@ def test_bad_values_never_reach_the_journal(tmp_path: Path,
         time.sleep(0.4)  # a few replay cycles and a group commit
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        with contextlib.suppress(OSError):
-            os.close(master)
     text = log.read_text()
     readings = journal(data)
     uno = [(r.n, r.v, r.u) for r in readings if r.sensor == "uno-1"]
