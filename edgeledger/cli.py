@@ -66,6 +66,16 @@ def _parser() -> argparse.ArgumentParser:
                        choices=["debug", "info", "warning", "error"])
     agent.set_defaults(run=_agent)
 
+    aggregator = sub.add_parser(
+        "aggregator", help="the aggregator: ingest, sequencer, checkpoints (foreground)",
+        description="Verify gateways' blocks from MQTT, append them to the canonical log in "
+                    "the store, publish signed checkpoints. SIGTERM drains and exits 0; a "
+                    "bad configuration exits 78.")
+    aggregator.add_argument("--config", required=True, type=Path, help="aggregator TOML file")
+    aggregator.add_argument("--log-level", default="info",
+                            choices=["debug", "info", "warning", "error"])
+    aggregator.set_defaults(run=_aggregator)
+
     check = sub.add_parser("check-config", help="validate agent and aggregator TOML files")
     check.add_argument("files", nargs="+", type=Path, metavar="FILE")
     check.set_defaults(run=_check_config)
@@ -254,18 +264,9 @@ def _apply_rotation(args: argparse.Namespace) -> int:
 
 def _rotate_in_store(store: SqliteStore, rotation: Rotation) -> Action:
     """Apply `rotation` with its event; a forged or stale one is journalled, then re-raised."""
-    from edgeledger.aggregator.enrollment import Action, decide_rotation
+    from edgeledger.aggregator.ingest import rotate_device
 
-    try:
-        with store.transaction():
-            action = decide_rotation(rotation, _device_state(store, rotation.dev))
-            if action is Action.ROTATE:
-                now = _now_ms()
-                store.enroll(rotation.dev, rotation.new, now)
-                store.add_event("rotated", rotation.dev, None, rotation.describe(), now)
-    except VerificationError as exc:
-        store.add_event("rotation-rejected", rotation.dev, None, str(exc), _now_ms())
-        raise
+    action: Action = rotate_device(store, rotation, _now_ms())
     return action
 
 
@@ -337,6 +338,12 @@ def _agent(args: argparse.Namespace) -> int:
     from edgeledger.gateway.agent import run_agent
 
     return run_agent(args.config, args.data_dir, args.log_level)
+
+
+def _aggregator(args: argparse.Namespace) -> int:
+    from edgeledger.aggregator.server import run_aggregator
+
+    return run_aggregator(args.config, args.log_level)
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -46,17 +46,25 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from edgeledger.aggregator.enrollment import (
+    Action,
+    DeviceState,
+    EnrollmentError,
+    Rotation,
+    decide_rotation,
+)
 from edgeledger.aggregator.log import CanonicalLog
 from edgeledger.aggregator.store.sqlite import AcceptedBlock, Device, Event, SqliteStore
 from edgeledger.core.block import MAX_SYNC_MESSAGE, ZERO_HASH, parse_sync_message, verify_readings
 from edgeledger.core.errors import DecodeError, EdgeLedgerError, VerificationError
 from edgeledger.sync.messages import MAX_WHY, Ack
 
-__all__ = ["EVENT_KINDS", "Ack", "DeviceBook", "Ingest", "IngestPolicy", "MemoryBook"]
+__all__ = ["EVENT_KINDS", "Ack", "DeviceBook", "Ingest", "IngestPolicy", "MemoryBook",
+           "rotate_device"]
 
 EVENT_KINDS = ("oversized", "malformed", "wrong-topic", "unknown-device", "revoked-key",
                "unknown-key", "bad-signature", "dup", "equivocation", "gap", "bad-prev",
-               "bad-readings", "skew", "enroll", "revoke")
+               "bad-readings", "skew", "enroll", "revoke", "rotated", "rotation-rejected")
 """Event kinds Ingest journals; edgeledger.aggregator.service adds its own."""
 
 
@@ -181,6 +189,30 @@ class MemoryBook:
         """Journal one event; return its id."""
         self.events.append(Event(len(self.events) + 1, now_ms, kind, dev, height, reason))
         return len(self.events)
+
+
+def rotate_device(book: DeviceBook, rotation: Rotation, now_ms: int) -> Action:
+    """Apply a key rotation record to `book` with its event, in one transaction.
+
+    Returns ROTATE or UNCHANGED (already applied). A forged, stale or misdirected
+    record is journalled as `rotation-rejected` and its VerificationError or
+    EnrollmentError re-raised, so the caller can tell the operator or the device.
+    """
+    try:
+        with book.transaction():
+            device = book.device(rotation.dev)
+            state = None if device is None else DeviceState(device.public_key,
+                                                            device.enrolled_ms,
+                                                            device.revoked_ms)
+            action = decide_rotation(rotation, state)
+            if action is Action.ROTATE:
+                book.enroll(rotation.dev, rotation.new, now_ms)
+                book.add_event("rotated", rotation.dev, None, rotation.describe(), now_ms)
+    except (VerificationError, EnrollmentError) as exc:
+        book.add_event("rotation-rejected", rotation.dev, None,
+                       f"rotation-rejected: {exc}"[:MAX_WHY], now_ms)
+        raise
+    return action
 
 
 @dataclass

@@ -21,6 +21,10 @@ What it answers
 - `<p>/dev/<id>/cons`: a ConsistencyProof on `<p>/dev/<id>/proof`, for sizes up to
   the latest signed checkpoint's (a device only asks between checkpoints; an
   unsigned tree size is refused). A bad request gets nothing, and an event.
+- `<p>/dev/<id>/rotate`: a key rotation record (edgeledger/aggregator/enrollment.py),
+  applied with its `rotated` event when the old (enrolled) key signed it; a forged,
+  stale or misdirected record is a `rotation-rejected` event. Nothing is answered:
+  the device learns the outcome from the acks of the blocks it signs next.
 - `<p>/dev/<id>/state`: kept in `statuses` (last seen, online, tip, backlog,
   version) for metrics; nothing is published.
 - Whenever the checkpointer signs (after a batch, or on `tick`), the note is
@@ -39,12 +43,14 @@ disk) do propagate: without a durable append there is nothing to ack.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edgeledger.aggregator.checkpointer import Checkpointer
-from edgeledger.aggregator.ingest import Ingest
-from edgeledger.core.errors import DecodeError, EdgeLedgerError
+from edgeledger.aggregator.enrollment import MAX_ROTATION, EnrollmentError, parse_rotation
+from edgeledger.aggregator.ingest import Ingest, rotate_device
+from edgeledger.core.errors import DecodeError, EdgeLedgerError, VerificationError
 from edgeledger.sync.device import Publish
 from edgeledger.sync.messages import (
     MAX_CONS,
@@ -139,7 +145,7 @@ class AggregatorSync:
     def _other(self, dev: str, kind: str, payload: bytes, now: int) -> list[Publish]:
         handlers: dict[str, tuple[int, Callable[[str, bytes, int], list[Publish]]]] = {
             "hello": (MAX_HELLO, self._hello), "cons": (MAX_CONS, self._cons),
-            "state": (MAX_STATE, self._state)}
+            "state": (MAX_STATE, self._state), "rotate": (MAX_ROTATION, self._rotate)}
         if kind not in handlers:
             self.ingest.event("bad-topic", dev, None, f"bad-topic: devices do not publish on "
                                                       f"{kind!r} topics", now)
@@ -190,6 +196,17 @@ class AggregatorSync:
         path = self.ingest.log.consistency_proof(req.old_size, req.new_size)
         proof = ConsistencyProof(req.old_size, req.new_size, tuple(path))
         return [Publish(DeviceTopics(dev, self.prefix).proof, proof.encode(), QOS_SYNC)]
+
+    def _rotate(self, dev: str, payload: bytes, now: int) -> list[Publish]:
+        rotation = parse_rotation(payload)
+        if rotation.dev != dev:
+            self.ingest.event("wrong-topic", dev, None,
+                              f"wrong-topic: a rotation record for {rotation.dev} on {dev}'s "
+                              "topic", now)
+            return []
+        with contextlib.suppress(VerificationError, EnrollmentError):  # journalled there
+            rotate_device(self.ingest.book, rotation, now)
+        return []
 
     def _state(self, dev: str, payload: bytes, now: int) -> list[Publish]:
         if not payload:

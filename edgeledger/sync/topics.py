@@ -26,9 +26,9 @@ from edgeledger.core.errors import DecodeError
 
 DEFAULT_PREFIX = "edgeledger/v1"
 MAX_PREFIX = 128
-DEVICE_KINDS = ("hello", "blk", "ack", "state", "cons", "proof")
+DEVICE_KINDS = ("hello", "blk", "ack", "state", "cons", "proof", "rotate")
 """The last level of a device topic."""
-TO_AGGREGATOR = ("hello", "blk", "state", "cons")
+TO_AGGREGATOR = ("hello", "blk", "state", "cons", "rotate")
 """Device topics the aggregator subscribes to (as `<p>/dev/+/<kind>`)."""
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 

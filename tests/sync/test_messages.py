@@ -199,7 +199,8 @@ def test_topics_for_a_device_and_a_prefix() -> None:
     assert t.subscriptions() == [t.ack, t.proof, t.checkpoint]
     assert parse_device_topic(t.blk, "edgeledger/v1") == ("greenhouse-7", "blk")
     assert aggregator_subscriptions("a/b") == ["a/b/dev/+/hello", "a/b/dev/+/blk",
-                                               "a/b/dev/+/state", "a/b/dev/+/cons"]
+                                               "a/b/dev/+/state", "a/b/dev/+/cons",
+                                               "a/b/dev/+/rotate"]
     assert checkpoint_topic() == "edgeledger/v1/checkpoint"
 
 

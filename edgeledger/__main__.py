@@ -1,0 +1,7 @@
+"""`python -m edgeledger`: the same as the `edgeledger` command."""
+
+import sys
+
+from edgeledger.cli import main
+
+sys.exit(main())
