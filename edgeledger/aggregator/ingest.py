@@ -7,7 +7,9 @@ device whose topic it came on (`wrong-topic`); the device is enrolled
 (`unknown-key`) and the signature holds (`bad-signature`); the height: below the
 device's next is a duplicate (`dup`, acked) or equivocation (`equivocation`),
 above it is a `gap`; the prev link (`bad-prev`); the readings: count, Merkle root,
-t0/t1, q per sensor (`bad-readings`). Only then is the block appended.
+t0/t1, q strictly increasing per sensor within the block and after the sensor's last
+q in the log (`bad-readings`). Only then is the block appended, with its readings
+(kept for proofs and queries) and each sensor's new last q.
 
 Durability. Ingest works over a DeviceBook: the SqliteStore (the aggregator) or a
 MemoryBook (the one-process demo and unit tests). `receive_batch` verifies every
@@ -55,8 +57,10 @@ from edgeledger.aggregator.enrollment import (
 )
 from edgeledger.aggregator.log import CanonicalLog
 from edgeledger.aggregator.store.sqlite import AcceptedBlock, Device, Event, SqliteStore
+from edgeledger.core import cbor
 from edgeledger.core.block import MAX_SYNC_MESSAGE, ZERO_HASH, parse_sync_message, verify_readings
 from edgeledger.core.errors import DecodeError, EdgeLedgerError, VerificationError
+from edgeledger.core.reading import Reading
 from edgeledger.sync.messages import MAX_WHY, Ack
 
 __all__ = ["EVENT_KINDS", "Ack", "DeviceBook", "Ingest", "IngestPolicy", "MemoryBook",
@@ -112,6 +116,9 @@ class DeviceBook(Protocol):
                   now_ms: int) -> int:
         """Journal one event."""
 
+    def last_q(self, dev: str, sensor: str) -> int | None:
+        """The last q of `dev`'s sensor `sensor` in the log, if any."""
+
 
 @dataclass
 class DeviceRecord:
@@ -125,6 +132,8 @@ class DeviceRecord:
     prev: bytes = ZERO_HASH
     blocks: dict[int, tuple[bytes, int]] = field(default_factory=dict)
     """height -> (block hash, log index)"""
+    last_q: dict[str, int] = field(default_factory=dict)
+    """sensor -> its last q in the log"""
 
 
 class MemoryBook:
@@ -172,7 +181,13 @@ class MemoryBook:
             indexes.append(log.append(b.entry))
             r.blocks[b.height] = (b.hash, indexes[-1])
             r.next_height, r.prev = b.height + 1, b.hash
+            r.last_q.update(b.last_q)
         return indexes
+
+    def last_q(self, dev: str, sensor: str) -> int | None:
+        """The last q of `dev`'s sensor `sensor` in the log, if any."""
+        r = self.devices.get(dev)
+        return None if r is None else r.last_q.get(sensor)
 
     def add_equivocation(self, dev: str, height: int, block_hash: bytes, block: bytes,
                          now_ms: int) -> bool:
@@ -223,12 +238,15 @@ class _Batch:
     accepted: list[AcceptedBlock] = field(default_factory=list)
     tips: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     blocks: dict[tuple[str, int], tuple[bytes, int]] = field(default_factory=dict)
+    last_q: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def accept(self, block: AcceptedBlock) -> int:
         index = self.base + len(self.accepted)
         self.accepted.append(block)
         self.tips[block.dev] = (block.height + 1, block.hash)
         self.blocks[block.dev, block.height] = (block.hash, index)
+        for sensor, q in block.last_q:
+            self.last_q[block.dev, sensor] = q
         return index
 
 
@@ -362,14 +380,38 @@ class Ingest:
             raise _Refused("bad-prev", hdr.h, f"block {dev}/{hdr.h}: prev does not link to "
                                               f"block {hdr.h - 1}")
         try:
-            verify_readings(block, readings)
+            decoded = verify_readings(block, readings)
         except VerificationError as exc:
             raise _Refused("bad-readings", hdr.h, str(exc)) from exc
-        index = batch.accept(AcceptedBlock(dev, hdr.h, block.hash, block.cose))
+        last_q = self._check_q(dev, hdr.h, decoded, batch)
+        index = batch.accept(AcceptedBlock(dev, hdr.h, block.hash, block.cose,
+                                           cbor.encode(readings), last_q))
         skew = self._skew(hdr.ts, hdr.t1, now) if check_skew else ""
         if skew:
             self.book.add_event("skew", dev, hdr.h, f"skew: block {dev}/{hdr.h}: {skew}", now)
         return Ack(hdr.h + 1, "ok", f"skew: {skew}" if skew else "", log_index=index)
+
+    def _check_q(self, dev: str, height: int, readings: list[Reading],
+                 batch: _Batch) -> tuple[tuple[str, int], ...]:
+        """Each sensor's first q here is above its last q in the log; its new last q.
+
+        verify_readings checked the order inside the block; this carries it across
+        blocks, so a replayed or rewound sensor sequence is refused.
+        """
+        first: dict[str, int] = {}
+        last: dict[str, int] = {}
+        for r in readings:
+            first.setdefault(r.sensor, r.q)
+            last[r.sensor] = r.q
+        for sensor, q in first.items():
+            held = batch.last_q.get((dev, sensor))
+            if held is None:
+                held = self.book.last_q(dev, sensor)
+            if held is not None and q <= held:
+                raise _Refused("bad-readings", height,
+                               f"block {dev}/{height}: sensor {sensor} starts at q={q}, not "
+                               f"above q={held} already in the log")
+        return tuple(last.items())
 
     def _seen(self, dev: str, block_hash: bytes, cose: bytes, height: int, now: int,
               batch: _Batch) -> Ack:

@@ -77,6 +77,37 @@ def test_bad_or_early_blocks_get_their_own_answer(ingest: Ingest, case: str, dev
     assert ingest.log.size == 0
 
 
+def test_a_sensor_sequence_that_goes_back_across_blocks_is_rejected(ingest: Ingest) -> None:
+    """q strictly increases per sensor over the device's whole chain, not only in a block."""
+    chain = DeviceChain.after(DEVICE, None)
+    first = _readings(0, 3)
+    assert ingest.receive("gw-1", sync_message(chain.seal(first, 5000), first)).status == "ok"
+    again = [Reading("s-2/humidity", 1000, 0, 50.0, "%RH"), *_readings(2, 2)]
+    ack = ingest.receive("gw-1", sync_message(chain.seal(again, 5001), again))
+    assert ack.status == "rejected" and "sensor s-1 starts at q=2, not above q=2" in ack.why
+    assert ingest.log.size == 1
+
+
+def test_accepted_blocks_keep_their_readings_and_last_q(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "agg.db")
+    ingest = Ingest(CanonicalLog(store, Signer("log.test/a", bytes([9]) * 32)))
+    ingest.enroll("gw-1", DEVICE.public_key)
+    chain = DeviceChain.after(DEVICE, None)
+    messages = []
+    for h in range(3):
+        readings = _readings(h * 3)
+        messages.append(("gw-1", sync_message(chain.seal(readings, 5000 + h), readings)))
+    assert [a.status for a in ingest.receive_batch(messages)] == ["ok"] * 3
+    try:
+        for i in range(3):
+            stored = store.readings(i)
+            assert stored is not None
+            assert cbor2.loads(stored) == [r.raw for r in _readings(i * 3)]
+        assert store.last_q("gw-1", "s-1") == 8
+    finally:
+        store.close()
+
+
 def test_wrong_prev_is_rejected(ingest: Ingest) -> None:
     assert ingest.receive("gw-1", _message(0)).status == "ok"
     ack = ingest.receive("gw-1", _message(1, prev=bytes([3]) * 32))

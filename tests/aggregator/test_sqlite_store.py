@@ -206,7 +206,8 @@ def test_files_that_are_not_ours_or_newer_are_refused_by_name(tmp_path: Path) ->
     SqliteStore(newer).close()
     with sqlite3.connect(newer) as db:
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
-    with pytest.raises(ConfigError, match=f"{newer}: store schema version 2 is newer"):
+    newer_version = f"store schema version {SCHEMA_VERSION + 1} is newer"
+    with pytest.raises(ConfigError, match=f"{newer}: {newer_version}"):
         SqliteStore(newer)
     other = tmp_path / "other.db"
     with sqlite3.connect(other) as db:
@@ -304,3 +305,21 @@ def test_the_file_is_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
     assert store._db.execute("PRAGMA foreign_keys").fetchone() == (1,)
     with sqlite3.connect(tmp_path / "log.db") as other:  # WAL is a property of the file
         assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_a_version_1_store_is_migrated_and_keeps_its_log(tmp_path: Path) -> None:
+    """Version 2 adds the readings and sensors tables; the log and devices stay."""
+    path = tmp_path / "v1.db"
+    store = SqliteStore(path)
+    store.enroll("gw-1", bytes(32), 1)
+    store.close()
+    with sqlite3.connect(path) as db:
+        db.executescript("DROP TABLE readings; DROP TABLE sensors; PRAGMA user_version=1;")
+    store = SqliteStore(path)
+    try:
+        assert store.device("gw-1") is not None
+        assert store.last_q("gw-1", "s-1") is None and store.readings(0) is None
+    finally:
+        store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

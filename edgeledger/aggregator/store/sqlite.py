@@ -38,7 +38,7 @@ from edgeledger.core.errors import ConfigError, EdgeLedgerError
 
 APPLICATION_ID = 0x45444C47
 """`PRAGMA application_id` of our files: "EDLG"."""
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """`PRAGMA user_version` this code writes; older files are migrated, newer refused."""
 
 _SCHEMA = """
@@ -61,17 +61,31 @@ CREATE TABLE equivocations (id INTEGER PRIMARY KEY AUTOINCREMENT,
                             UNIQUE (dev, height, hash));
 CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, time_ms INTEGER NOT NULL,
                      kind TEXT NOT NULL, dev TEXT, height INTEGER, reason TEXT NOT NULL);
+""" + """
+CREATE TABLE readings (log_index INTEGER PRIMARY KEY REFERENCES entries(idx),
+                       data BLOB NOT NULL);
+CREATE TABLE sensors (dev TEXT NOT NULL REFERENCES devices(dev), sensor TEXT NOT NULL,
+                      last_q INTEGER NOT NULL, PRIMARY KEY (dev, sensor)) WITHOUT ROWID;
 """
+_MIGRATIONS = {1: _SCHEMA[_SCHEMA.index("CREATE TABLE readings"):]}
+"""From user_version N to N + 1: version 2 keeps blocks' readings and each sensor's last q
+(blocks appended under version 1 have no readings stored)."""
 
 
 @dataclass(frozen=True)
 class AcceptedBlock:
-    """A verified block ready to enter the log: `entry` is its COSE_Sign1 bytes."""
+    """A verified block ready to enter the log: `entry` is its COSE_Sign1 bytes.
+
+    `readings` is the CBOR array of its readings' bytes, as the sync message carried
+    them; `last_q` each of its sensors' last q, (sensor, q) pairs.
+    """
 
     dev: str
     height: int
     hash: bytes
     entry: bytes
+    readings: bytes = b"\x80"
+    last_q: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,6 +162,10 @@ class SqliteStore:
                                    f"PRAGMA application_id={APPLICATION_ID};"
                                    f"PRAGMA user_version={SCHEMA_VERSION};"
                                    "COMMIT;")
+            version = SCHEMA_VERSION
+        for old in range(version, SCHEMA_VERSION):
+            self._db.executescript("BEGIN IMMEDIATE;" + _MIGRATIONS[old] +
+                                   f"PRAGMA user_version={old + 1};COMMIT;")
         self._max_vars = self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
 
     def close(self) -> None:
@@ -305,7 +323,25 @@ class SqliteStore:
             for b in blocks:
                 indexes.append(log.append(b.entry))
                 self.record_block(b.dev, b.height, b.hash, indexes[-1])
+            self._db.executemany("INSERT INTO readings (log_index, data) VALUES (?, ?)",
+                                 [(i, b.readings) for i, b in zip(indexes, blocks, strict=True)])
+            self._db.executemany(
+                "INSERT INTO sensors (dev, sensor, last_q) VALUES (?, ?, ?) ON CONFLICT "
+                "(dev, sensor) DO UPDATE SET last_q = excluded.last_q",
+                [(b.dev, sensor, q) for b in blocks for sensor, q in b.last_q])
         return indexes
+
+    def last_q(self, dev: str, sensor: str) -> int | None:
+        """The last q of `dev`'s sensor `sensor` in the log, if it has any reading there."""
+        row = self._db.execute("SELECT last_q FROM sensors WHERE dev = ? AND sensor = ?",
+                               (dev, sensor)).fetchone()
+        return None if row is None else int(row[0])
+
+    def readings(self, log_index: int) -> bytes | None:
+        """The CBOR array of the readings of the block at `log_index`, if stored."""
+        row = self._db.execute("SELECT data FROM readings WHERE log_index = ?",
+                               (log_index,)).fetchone()
+        return None if row is None else bytes(row[0])
 
     def block(self, dev: str, height: int) -> tuple[bytes, int] | None:
         """(block hash, log index) of accepted block `dev`/`height`, if any."""
