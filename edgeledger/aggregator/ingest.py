@@ -57,8 +57,13 @@ from edgeledger.aggregator.enrollment import (
 )
 from edgeledger.aggregator.log import CanonicalLog
 from edgeledger.aggregator.store.sqlite import AcceptedBlock, Device, Event, SqliteStore
-from edgeledger.core import cbor
-from edgeledger.core.block import MAX_SYNC_MESSAGE, ZERO_HASH, parse_sync_message, verify_readings
+from edgeledger.core.block import (
+    MAX_SYNC_MESSAGE,
+    ZERO_HASH,
+    parse_sync_message,
+    readings_array,
+    verify_readings,
+)
 from edgeledger.core.errors import DecodeError, EdgeLedgerError, VerificationError
 from edgeledger.core.reading import Reading
 from edgeledger.sync.messages import MAX_WHY, Ack
@@ -68,7 +73,7 @@ __all__ = ["EVENT_KINDS", "Ack", "DeviceBook", "Ingest", "IngestPolicy", "Memory
 
 EVENT_KINDS = ("oversized", "malformed", "wrong-topic", "unknown-device", "revoked-key",
                "unknown-key", "bad-signature", "dup", "equivocation", "gap", "bad-prev",
-               "bad-readings", "skew", "enroll", "revoke", "rotated", "rotation-rejected")
+               "bad-readings", "skew", "enrolled", "revoked", "rotated", "rotation-rejected")
 """Event kinds Ingest journals; edgeledger.aggregator.service adds its own."""
 
 
@@ -283,14 +288,14 @@ class Ingest:
         now = self._clock(now_ms)
         with self.book.transaction():
             self.book.enroll(dev, public_key, now)
-            self.book.add_event("enroll", dev, None, f"key {public_key.hex()[:16]}...", now)
+            self.book.add_event("enrolled", dev, None, f"key {public_key.hex()[:16]}...", now)
 
     def revoke(self, dev: str, now_ms: int | None = None) -> None:
         """Refuse `dev`'s blocks from now on; what the log holds stays provable."""
         now = self._clock(now_ms)
         with self.book.transaction():
             self.book.revoke(dev, now)
-            self.book.add_event("revoke", dev, None, "key revoked", now)
+            self.book.add_event("revoked", dev, None, "key revoked", now)
 
     def event(self, kind: str, dev: str | None, height: int | None, reason: str,
               now_ms: int | None = None) -> None:
@@ -385,7 +390,7 @@ class Ingest:
             raise _Refused("bad-readings", hdr.h, str(exc)) from exc
         last_q = self._check_q(dev, hdr.h, decoded, batch)
         index = batch.accept(AcceptedBlock(dev, hdr.h, block.hash, block.cose,
-                                           cbor.encode(readings), last_q))
+                                           readings_array(readings), last_q))
         skew = self._skew(hdr.ts, hdr.t1, now) if check_skew else ""
         if skew:
             self.book.add_event("skew", dev, hdr.h, f"skew: block {dev}/{hdr.h}: {skew}", now)

@@ -71,6 +71,8 @@ MAX_BATCH = 512
 CONNECT_TIMEOUT_S = 5.0
 RETRY_MIN_S, RETRY_MAX_S = 1.0, 30.0
 CLOSE_WAIT_S = 5.0
+ROUTINE_EVENTS = frozenset({"dup", "skew", "device-behind", "enrolled", "revoked", "rotated"})
+"""Events logged at INFO; every other kind is a refusal or a fault, logged at WARNING."""
 WATCHDOG_MS = 1000
 """WATCHDOG=1 at most this often (the unit's WatchdogSec is far longer)."""
 
@@ -94,6 +96,7 @@ class AggregatorServer:
         self.stop = threading.Event()
         self.transport: MqttTransport | None = None
         self.blocks_in = 0
+        self.event_cursor = store.last_event_id()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -131,6 +134,7 @@ class AggregatorServer:
             events.append(more)
         self._handle(events)
         self._publish(self.sync.tick(clock.wall_ms()))
+        self._log_events()
 
     def drain(self) -> None:
         """On stop: handle what is queued, sign a last checkpoint, disconnect, close."""
@@ -141,6 +145,7 @@ class AggregatorServer:
                 self._handle(events)
         note = self.checkpointer.sign(clock.wall_ms())
         futures = self._publish(self.sync.start(clock.wall_ms()))
+        self._log_events()
         for future in futures:
             with contextlib.suppress(TransportError, FutureTimeout):
                 future.result(CLOSE_WAIT_S)
@@ -187,6 +192,15 @@ class AggregatorServer:
         if appended:
             log.debug("aggregator: %d message(s), %d block(s) appended; log size %d",
                       len(messages), appended, self.log.size)
+
+    def _log_events(self) -> None:
+        """One log line per event journalled since the last call (ingest's and the CLI's)."""
+        while events := self.store.events(self.event_cursor, 1000):
+            for e in events:
+                level = logging.INFO if e.kind in ROUTINE_EVENTS else logging.WARNING
+                where = e.dev if e.height is None else f"{e.dev}/{e.height}"
+                log.log(level, "event %s %s: %s", e.kind, where or "-", e.reason)
+            self.event_cursor = events[-1].id
 
     def _publish(self, actions: list[Publish]) -> list[Future[None]]:
         futures = []

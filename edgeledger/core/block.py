@@ -124,7 +124,7 @@ class Block:
     @classmethod
     def parse(cls, cose: bytes, what: str = "block") -> Block:
         """Strictly decode a COSE_Sign1 micro-block; DecodeError names the part at fault."""
-        obj = cbor.decode(cose, what, MAX_BLOCK)
+        obj = cbor.loads(cose, what, MAX_BLOCK)
         if not isinstance(obj, cbor2.CBORTag) or obj.tag != COSE_SIGN1_TAG:
             raise DecodeError(f"{what}: not a tagged COSE_Sign1 (tag 18)")
         parts = obj.value  # a list in cbor2 5, a tuple in cbor2 6
@@ -137,6 +137,8 @@ class Block:
             raise DecodeError(f"{what}: the unprotected header must be empty")
         if len(signature) != 64:
             raise DecodeError(f"{what}: an Ed25519 signature is 64 bytes, not {len(signature)}")
+        if _cose_bytes(protected, payload, signature) != cose:
+            raise DecodeError(f"{what}: {cbor.NOT_DETERMINISTIC}")
         kid = _parse_protected(protected, what)
         header = BlockHeader.decode(payload, f"{what} header")
         return cls(bytes(cose), protected, payload, signature, kid, header)
@@ -154,7 +156,19 @@ class Block:
                                            "signed by the device key") from exc
 
 
+def _cose_bytes(protected: bytes, payload: bytes, signature: bytes) -> bytes:
+    """Deterministic COSE_Sign1: tag 18, [protected, {}, payload, signature]."""
+    return b"".join((b"\xd2\x84", cbor.encode_bytes(protected), b"\xa0",
+                     cbor.encode_bytes(payload), cbor.encode_bytes(signature)))
+
+
+_PROTECTED_HEAD = bytes([0xA2, 0x01, 0x27, 0x04, 0x48])
+"""{1: -8, 4: h'<8 bytes>'} up to the kid: the one protected header a block may have."""
+
+
 def _parse_protected(protected: bytes, what: str) -> bytes:
+    if len(protected) == 13 and protected.startswith(_PROTECTED_HEAD):
+        return protected[5:]
     m = cbor.decode(protected, f"{what} protected header", 64)
     # cbor.is_int: True == 1 and -8.0 == -8 in Python, but not in a COSE header.
     if (not isinstance(m, Mapping) or not all(cbor.is_int(k) for k in m)
@@ -196,8 +210,7 @@ def seal(signer: Signer, dev: str, h: int, prev: bytes, readings: Sequence[Readi
     kid, protected = _protected_header(signer.public_key)
     payload = header.encode()
     signature = signer.sign(_sig_structure(protected, payload))
-    cose = b"".join((b"\xd2\x84", cbor.encode_bytes(protected), b"\xa0",
-                     cbor.encode_bytes(payload), cbor.encode_bytes(signature)))
+    cose = _cose_bytes(protected, payload, signature)
     return Block(cose, protected, payload, signature, kid, header)
 
 
@@ -229,13 +242,25 @@ def verify_readings(block: Block, encoded: Sequence[bytes]) -> list[Reading]:
 
 def sync_message(block: Block, readings: Sequence[Reading]) -> bytes:
     """The device-to-aggregator message {"blk": COSE_Sign1, "rd": [reading bytes]}."""
-    return cbor.encode({"blk": block.cose, "rd": [r.raw for r in readings]})
+    return _sync_bytes(block.cose, [r.raw for r in readings])
+
+
+def readings_array(raws: Sequence[bytes]) -> bytes:
+    """Deterministic CBOR of a list of readings' bytes (the sync message's "rd")."""
+    return cbor.head(cbor.MAJOR_ARRAY, len(raws)) + b"".join(map(cbor.encode_bytes, raws))
+
+
+def _sync_bytes(cose: bytes, raws: Sequence[bytes]) -> bytes:
+    # Deterministic key order (RFC 8949 4.2.1): "rd" (0x62...) before "blk" (0x63...).
+    return b"".join((b"\xa2\x62rd", readings_array(raws), b"\x63blk", cbor.encode_bytes(cose)))
 
 
 def parse_sync_message(data: bytes, what: str = "sync message") -> tuple[Block, list[bytes]]:
     """Decode a sync message into the parsed block and its readings' bytes (unchecked)."""
-    m = cbor.expect_map(cbor.decode(data, what, MAX_SYNC_MESSAGE), _SYNC_KEYS, frozenset(), what)
+    m = cbor.expect_map(cbor.loads(data, what, MAX_SYNC_MESSAGE), _SYNC_KEYS, frozenset(), what)
     cbor.field(m, "blk", lambda x: isinstance(x, bytes), "bytes (a COSE_Sign1)", what)
     cbor.field(m, "rd", lambda x: isinstance(x, list) and len(x) <= MAX_READINGS
                and all(isinstance(r, bytes) for r in x), "a list of byte strings", what)
+    if _sync_bytes(m["blk"], m["rd"]) != data:
+        raise DecodeError(f"{what}: {cbor.NOT_DETERMINISTIC}")
     return Block.parse(m["blk"], f"{what} block"), list(m["rd"])

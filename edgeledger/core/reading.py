@@ -22,6 +22,7 @@ MAX_READING = 2048
 
 _REQUIRED = frozenset({"n", "t", "q", "v"})
 _OPTIONAL = frozenset({"u", "a"})
+_KEYS = _REQUIRED | _OPTIONAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +62,33 @@ class Reading:
 
     @classmethod
     def decode(cls, data: bytes, what: str = "reading") -> Reading:
-        """Strictly decode a reading's CBOR bytes; DecodeError names `what` and the fault."""
+        """Strictly decode a reading's CBOR bytes; DecodeError names `what` and the fault.
+
+        The fast path (ingest decodes every reading of every block) checks the fields
+        once and encodes once: the round trip is the strictness check and gives `raw`.
+        """
         obj = cbor.loads(data, what, MAX_READING)
-        cbor.reject_non_finite(obj, what)
-        m = _check(obj, what)
-        reading = cls(m["n"], m["t"], m["q"], m["v"], m.get("u"), m.get("a"))
-        if reading.raw != data:
-            raise DecodeError(f"{what}: {cbor.NOT_DETERMINISTIC}")
+        if type(obj) is not dict or not _REQUIRED <= obj.keys() <= _KEYS:
+            _explain(obj, what)
+        reading = object.__new__(cls)
+        for key in ("n", "t", "q", "v"):
+            object.__setattr__(reading, key, obj[key])
+        object.__setattr__(reading, "u", obj.get("u"))
+        object.__setattr__(reading, "a", obj.get("a"))
+        if not _valid(reading):
+            _explain(obj, what)
+        raw = _encode(reading)
+        if raw != data:
+            _explain(obj, what)
+        object.__setattr__(reading, "raw", raw)
         return reading
+
+
+def _explain(obj: object, what: str) -> None:
+    """Raise the DecodeError that says what is wrong with a decoded reading."""
+    cbor.reject_non_finite(obj, what)
+    _check(obj, what)
+    raise DecodeError(f"{what}: {cbor.NOT_DETERMINISTIC}")
 
 
 def _valid(r: Reading) -> bool:

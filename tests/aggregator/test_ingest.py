@@ -311,4 +311,4 @@ def test_the_memory_book_gives_the_same_answers(ingest: Ingest) -> None:
     assert ack.status == "rejected" and ack.why.startswith("revoked-key")
     book = ingest.book
     assert isinstance(book, MemoryBook)
-    assert [e.kind for e in book.events] == ["enroll", "revoke", "revoked-key"]
+    assert [e.kind for e in book.events] == ["enrolled", "revoked", "revoked-key"]

@@ -392,6 +392,11 @@ class SqliteStore:
             "SELECT id, time_ms, kind, dev, height, reason FROM events WHERE id > ? "
             "ORDER BY id LIMIT ?", (after, limit))]
 
+    def last_event_id(self) -> int:
+        """The id of the newest event (0 when there is none): a cursor for `events`."""
+        row = self._db.execute("SELECT max(id) FROM events").fetchone()
+        return 0 if row[0] is None else int(row[0])
+
     def _update_one(self, sql: str, args: tuple[object, ...], failure: str) -> None:
         if self._db.execute(sql, args).rowcount != 1:
             raise EdgeLedgerError(f"store {self.path}: {failure}")
