@@ -257,6 +257,10 @@ def _sync(t: ConfigTable | None) -> SyncConfig | None:
         t.fail("prefix", f"{prefix!r}: levels of [A-Za-z0-9._-]+ joined by '/', at most "
                          "128 characters")
     log_key = _log_key(t)
+    if broker is not None and log_key is None and not t.has("log_key"):
+        t.note("log_key", f"missing: the agent records offline and does not sync to {broker} "
+                          "until it has the aggregator's log key (it cannot verify "
+                          "checkpoints without it)")
     username = t.optional_text("username", re.compile(r"[^\s]{1,256}"),
                                what="a user name (no spaces)")
     password = _optional_file(t, "password_file")

@@ -242,3 +242,15 @@ def test_a_type_without_its_module_says_so(tmp_path: Path,
     _, errors = parse_agent_config(write(tmp_path))
     assert [(e.key, e.reason) for e in errors] == [
         ("sensors[0].type", "sensor type 'sim' is not available in this version of edgeledger")]
+
+
+def test_a_broker_without_a_log_key_is_a_note(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The agent records offline (it cannot verify checkpoints); check-config says so."""
+    path = tmp_path / "agent.toml"
+    text = SIMULATED.read_text()
+    path.write_text(text.replace('# broker = "127.0.0.1:1883"', 'broker = "127.0.0.1:1883"'))
+    assert check_config_files([path]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"OK {path}\n"
+    assert err.startswith(f"warning: {path}: sync.log_key: missing: the agent records offline")
