@@ -9,8 +9,9 @@ loop on the network:
 - Offline first. `start()` connects on a background thread, retrying with backoff
   (1 s doubling to 30 s) until the broker answers; the agent records, seals and
   syncs its journal meanwhile. Once connected the transport reconnects by itself.
-  The last will registered on every connect is `DeviceSync.last_will()` (retained
-  state with online false; its tip is the tip at the time of the first connect).
+  The last will is `DeviceSync.last_will()` (retained state with online false),
+  renewed whenever the tip moves; MQTT fixes a will at CONNECT, so the broker
+  publishes the tip as of the latest (re)connect.
 - Events. The transport's callback (network thread) only queues the event and
   writes a byte to `wake_socket`, which the agent's `select` watches, so an ack is
   handled within one loop turn. `step(now)`, called every loop turn, feeds the
@@ -125,9 +126,14 @@ class SyncDriver:
         """The ledger is durable up to `tip`: tell DeviceSync of each newly sealed block."""
         if tip is None:
             return
+        moved = False
         while self.sync.tip is None or self.sync.tip < tip:
             height = 0 if self.sync.tip is None else self.sync.tip + 1
             self._perform(self.sync.sealed(height, now), now)
+            moved = True
+        if moved and self.transport is not None:
+            will = self.sync.last_will()
+            self.transport.set_will(Will(will.topic, will.payload, will.qos, will.retain))
         self._save()
 
     def step(self, now: int) -> int:

@@ -268,6 +268,14 @@ class MqttTransport:
             self.publish_async(topic, payload, qos, retain), timeout, f"publish to {topic!r}"
         )
 
+    def set_will(self, will: Will) -> None:
+        """Register a new last will for the next (re)connect.
+
+        MQTT fixes the will at CONNECT: the connection already up keeps the old one,
+        so the broker publishes the will of the latest connect.
+        """
+        self._client.will_set(will.topic, will.payload, will.qos, will.retain)
+
     def get(self, timeout: float | None = None) -> Event | None:
         """The next event (without `on_event`), or None if none came within `timeout`."""
         try:

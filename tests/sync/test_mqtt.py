@@ -168,6 +168,42 @@ def test_last_will_when_the_client_dies_or_goes_silent(
     assert payloads(collect(late, count(1))) == [b"offline"]
 
 
+CHILD_RENEWS = """
+import sys, time
+from edgeledger.sync.mqtt import Connected, Will, connect
+port = int(sys.argv[1])
+t = connect("127.0.0.1", port, "gw-renew", reconnect_min=1, reconnect_max=1,
+            will=Will("edgeledger/v1/dev/gw-renew/state", b"tip 1", qos=1, retain=True))
+t.set_will(Will("edgeledger/v1/dev/gw-renew/state", b"tip 2", qos=1, retain=True))
+assert isinstance(t.get(5), Connected)  # the first connect's event
+print("renewed", flush=True)
+while not isinstance(t.get(60), Connected):
+    pass
+print("reconnected", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_renewed_will_takes_effect_at_the_next_connect(
+    mosquitto: Mosquitto, clients: Callable[..., MqttTransport]
+) -> None:
+    child = subprocess.Popen([sys.executable, "-c", CHILD_RENEWS, str(mosquitto.port)],
+                             stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"renewed\n"
+        mosquitto.restart()  # the child reconnects, registering the renewed will
+        assert child.stdout.readline() == b"reconnected\n"
+        watcher = clients(mosquitto, "watcher")
+        watcher.subscribe([f"{P}/dev/+/state"])
+        child.kill()
+        (will,) = [e for e in collect(watcher, count(1), timeout=10) if isinstance(e, Received)]
+        assert will.payload == b"tip 2"
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_clean_close_sends_no_will(
     mosquitto: Mosquitto, clients: Callable[..., MqttTransport]
 ) -> None:
