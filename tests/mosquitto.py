@@ -201,6 +201,7 @@ class Mosquitto:
     ) -> str:
         lines = [
             f"listener {self.port} {HOST}",
+            "set_tcp_nodelay true",  # as docs/mosquitto/mosquitto.conf: no Nagle delays
             # Mosquitto started as root drops to user "mosquitto", which could not read
             # this directory; stay the user who runs the tests.
             f"user {getpass.getuser()}",

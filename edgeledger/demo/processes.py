@@ -236,6 +236,7 @@ def listening(host: str, port: int) -> bool:
 def broker_config(port: int) -> str:
     """A Mosquitto configuration: loopback only, anonymous, nothing persisted."""
     lines = [f"listener {port} {HOST}", "allow_anonymous true", "persistence false",
+             "set_tcp_nodelay true",
              "log_dest stderr", "log_type error", "log_type warning", "log_type notice",
              "log_type information", "log_timestamp true", "connection_messages true"]
     if os.geteuid() == 0:

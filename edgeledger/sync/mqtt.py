@@ -37,6 +37,7 @@ Every failure is a `TransportError` naming the broker (`host:port`) and the reas
 from __future__ import annotations
 
 import queue
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Sequence
@@ -54,6 +55,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edgeledger.core.errors import TransportError
 
 MqttVersion = Literal["3.1.1", "5"]
+_ABSENT = object()
 _PROTOCOLS = {"3.1.1": MQTTProtocolVersion.MQTTv311, "5": MQTTProtocolVersion.MQTTv5}
 
 
@@ -153,6 +155,7 @@ class MqttTransport:
         self._lock = threading.Lock()
         self._pending: dict[int, Future[None]] = {}  # publish and subscribe mids
         self._early: dict[int, str | None] = {}  # outcomes that beat their registration
+        self._untracked: set[int] = set()  # publish_nowait mids awaiting their PUBACK
         # SUBACKs of our own re-subscriptions after a reconnect, and the Connected
         # event each one releases.
         self._resubscribes: dict[int, Connected] = {}
@@ -181,6 +184,7 @@ class MqttTransport:
         self._client.on_message = self._handle_message
         self._client.on_publish = self._handle_publish
         self._client.on_subscribe = self._handle_subscribe
+        self._client.on_socket_open = _no_delay
 
     # -- caller side -------------------------------------------------------------
 
@@ -256,6 +260,28 @@ class MqttTransport:
             raise TransportError(f"{self.address}: publish to {topic!r}: not connected (QoS 0)")
         return self._register(info.mid)
 
+    def publish_nowait(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+    ) -> None:
+        """Queue a message like `publish_async`, without a future for its PUBACK.
+
+        For a busy publisher that never waits (the aggregator's acks): the message is
+        still kept and re-sent across reconnects; only nobody is told when it lands.
+        """
+        if self._closing:
+            raise TransportError(f"{self.address}: publish to {topic!r} after close()")
+        try:
+            info = self._client.publish(topic, payload, qos, retain)
+        except ValueError as err:
+            raise TransportError(f"{self.address}: publish to {topic!r}: {err}") from err
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            raise TransportError(f"{self.address}: publish to {topic!r}: outgoing queue is full")
+        if qos == 0:
+            return
+        with self._lock:  # the PUBACK may have come already (see _outcome)
+            if self._early.pop(info.mid, _ABSENT) is _ABSENT:
+                self._untracked.add(info.mid)
+
     def publish(
         self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, timeout: float = 30.0
     ) -> None:
@@ -297,6 +323,7 @@ class MqttTransport:
         self._shutdown()
         with self._lock:
             pending, self._pending = self._pending, {}
+            self._untracked.clear()
         for future in pending.values():
             if not future.done():
                 future.set_exception(
@@ -324,7 +351,10 @@ class MqttTransport:
         with self._lock:
             future = self._pending.pop(mid, None)
             if future is None:
-                self._early[mid] = failure
+                if mid in self._untracked:
+                    self._untracked.discard(mid)
+                else:
+                    self._early[mid] = failure
                 return
         self._settle(future, failure)
 
@@ -427,6 +457,13 @@ class MqttTransport:
             return
         refused = [str(r) for r in reasons if _failed(r)]
         self._outcome(mid, f"subscription refused: {', '.join(refused)}" if refused else None)
+
+
+def _no_delay(client: paho.Client, userdata: Any, sock: Any) -> None:
+    """TCP_NODELAY on every connection: MQTT packets are small and each waits for an
+    answer, so Nagle's algorithm plus delayed ACKs would add ~40 ms to many of them."""
+    if isinstance(sock, socket.socket):  # also ssl.SSLSocket; not a websocket wrapper
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def connect(

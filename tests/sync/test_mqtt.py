@@ -361,3 +361,20 @@ def test_tls_with_a_private_ca(
     other_ca = make_tls_files(tmp_path / "other")
     with pytest.raises(TransportError, match=broker.address):
         connect(broker.host, broker.port, "gw-2", timeout=5, tls=Tls(ca_file=str(other_ca.ca_file)))
+
+
+def test_publish_nowait_delivers_and_keeps_no_bookkeeping(
+    mosquitto: Mosquitto, clients: Callable[..., MqttTransport]
+) -> None:
+    """The aggregator's acks: thousands of QoS 1 publishes without futures."""
+    watcher = clients(mosquitto, "watcher")
+    watcher.subscribe([f"{P}/dev/+/ack"])
+    sender = clients(mosquitto, "sender")
+    for i in range(2000):
+        sender.publish_nowait(f"{P}/dev/gw-{i % 7}/ack", b"%d" % i)
+    got = collect(watcher, count(2000), timeout=30)
+    assert sorted(int(p) for p in payloads(got)) == list(range(2000))
+    deadline = time.monotonic() + 5
+    while (sender._untracked or sender._early) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not sender._untracked and not sender._early  # every PUBACK matched, none kept
