@@ -33,7 +33,9 @@ block can be accepted before it.
 
 Checkpoints. A checkpoint (from `<p>/checkpoint` or an ack's `checkpoint` key) is
 verified with the configured log key first. The first one is kept as it is (trust on
-first use, after the signature). A later one is kept only once `check_extends`
+first use, after the signature). An older one (lower height, no larger tree: a
+broker redelivering what it retained) is ignored, after checking its link when it
+is the kept one's predecessor. A later one is kept only once `check_extends`
 accepts it after the last kept one: same-size and older ones need no proof; for a
 larger one the device asks for a consistency proof on `cons` and checks the answer
 on `proof` (resent after `resend_ms` while unanswered; a newer checkpoint replaces
@@ -56,7 +58,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgeledger.core.checkpoint import Checkpoint, check_extends, open_checkpoint
-from edgeledger.core.errors import ConfigError, DecodeError, EdgeLedgerError
+from edgeledger.core.errors import ConfigError, DecodeError, EdgeLedgerError, VerificationError
 from edgeledger.core.note import Verifier
 from edgeledger.sync.messages import (
     Ack,
@@ -360,6 +362,8 @@ class DeviceSync:
             return self._keep(new, note, now)
         if new == kept or (self.pending is not None and self.pending[0] == new):
             return []
+        if new.height < kept.height and new.size <= kept.size:
+            return self._older(kept, new)
         if new.size <= kept.size or new.height <= kept.height:
             try:  # no proof can make these good; check_extends says what is wrong
                 check_extends(kept, new, [])
@@ -370,6 +374,15 @@ class DeviceSync:
             return []  # waiting on a newer one already
         self.pending = (new, note)
         return [self._request(new, now)] if self.online else []
+
+    def _older(self, kept: Checkpoint, new: Checkpoint) -> list[Action]:
+        """An older checkpoint delivered late (a broker restored a retained message, or
+        redelivered an ack): nothing to keep. Its link is checked where it can be."""
+        if new.height == kept.height - 1 and kept.prev != new.hash:
+            return [self._bad_checkpoint(new, VerificationError(
+                "checkpoint chain", f"checkpoint {kept.height} does not link to checkpoint "
+                                    f"{new.height} (prev mismatch)"))]
+        return []
 
     def _request(self, new: Checkpoint, now: int) -> Publish:
         assert self.kept is not None

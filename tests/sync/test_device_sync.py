@@ -555,3 +555,22 @@ SyncMachine.TestCase.settings = settings(
     max_examples=150, stateful_step_count=80, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 test_random_interleavings = SyncMachine.TestCase
+
+
+def test_an_older_checkpoint_delivered_late_is_ignored_but_its_link_is_checked() -> None:
+    """A persistent broker restored from its last save re-sends the retained checkpoint."""
+    log_key = Signer.generate("late.example/log")
+    log = CanonicalLog(MemoryLogStore(), log_key)
+    log.append(b"0")
+    old = log.sign_checkpoint(1000)
+    log.append(b"1")
+    new = log.sign_checkpoint(2000)
+    device = DeviceSync("gw-1", log_key.verifier(), tip=None)
+    assert device.checkpoint_received(new.encode(), 3000) == [KeepCheckpoint(new)]
+    assert device.checkpoint_received(old.encode(), 4000) == []
+    assert device.kept is not None and device.kept.height == 1
+    other = CanonicalLog(MemoryLogStore(), log_key)  # the same key, another history
+    other.append(b"forked")
+    forked = other.sign_checkpoint(1000)
+    (alarm,) = device.checkpoint_received(forked.encode(), 5000)
+    assert isinstance(alarm, Alarm) and "does not link to checkpoint 0" in alarm.reason
