@@ -64,6 +64,7 @@ from edgeledger.core.block import (
     readings_array,
     verify_readings,
 )
+from edgeledger.core.droprecord import MAX_DROP, DropRecord, parse_drop, verify_drop
 from edgeledger.core.errors import DecodeError, EdgeLedgerError, VerificationError
 from edgeledger.core.reading import Reading
 from edgeledger.sync.messages import MAX_WHY, Ack
@@ -73,7 +74,8 @@ __all__ = ["EVENT_KINDS", "Ack", "DeviceBook", "Ingest", "IngestPolicy", "Memory
 
 EVENT_KINDS = ("oversized", "malformed", "wrong-topic", "unknown-device", "revoked-key",
                "unknown-key", "bad-signature", "dup", "equivocation", "gap", "bad-prev",
-               "bad-readings", "skew", "enrolled", "revoked", "rotated", "rotation-rejected")
+               "bad-readings", "skew", "enrolled", "revoked", "rotated", "rotation-rejected",
+               "dropped")
 """Event kinds Ingest journals; edgeledger.aggregator.service adds its own."""
 
 
@@ -124,6 +126,9 @@ class DeviceBook(Protocol):
     def last_q(self, dev: str, sensor: str) -> int | None:
         """The last q of `dev`'s sensor `sensor` in the log, if any."""
 
+    def apply_drop(self, dev: str, record: DropRecord, payload: bytes, now_ms: int) -> None:
+        """Move `dev` past the heights `record` drops (next h1 + 1, prev its `last`); keep it."""
+
 
 @dataclass
 class DeviceRecord:
@@ -147,6 +152,7 @@ class MemoryBook:
     def __init__(self) -> None:
         self.devices: dict[str, DeviceRecord] = {}
         self.evidence: list[tuple[str, int, bytes]] = []
+        self.drops: list[bytes] = []
         self.events: list[Event] = []
 
     @contextmanager
@@ -193,6 +199,12 @@ class MemoryBook:
         """The last q of `dev`'s sensor `sensor` in the log, if any."""
         r = self.devices.get(dev)
         return None if r is None else r.last_q.get(sensor)
+
+    def apply_drop(self, dev: str, record: DropRecord, payload: bytes, now_ms: int) -> None:
+        """Move `dev` past the dropped heights and keep the record."""
+        r = self.devices[dev]
+        r.next_height, r.prev = record.h1 + 1, record.last
+        self.drops.append(payload)
 
     def add_equivocation(self, dev: str, height: int, block_hash: bytes, block: bytes,
                          now_ms: int) -> bool:
@@ -328,6 +340,69 @@ class Ingest:
                                       f"batch's {batch.base}..: another writer on the log?")
         return acks
 
+    def receive_drop(self, dev: str, payload: bytes, now_ms: int | None = None) -> Ack:
+        """A device's signed DROP record: let its chain continue past the dropped heights.
+
+        Checked like a block (size, format, topic, enrollment, kid and signature); then,
+        against the device's next expected height N: a record ending below N is
+        already covered (`dup`); one starting above N is a `gap`; one starting at N
+        must link (`prev`) to the device's last block; one starting below N (an
+        earlier drop merged in, or acks lost) covers N by the device's signature. The
+        device's next height becomes h1 + 1 and its prev the record's `last`, so its
+        next block links across the gap; the record is kept and journalled (`dropped`).
+        """
+        now = self._clock(now_ms)
+        with self.book.transaction():
+            batch = _Batch(self.log.size)
+            try:
+                return self._drop(dev, payload, now)
+            except _Refused as refused:
+                why = f"{refused.kind}: {refused.detail}"[:MAX_WHY]
+                self.book.add_event(refused.kind, dev, refused.height, why, now)
+                status = "gap" if refused.status == "gap" else "rejected"
+                return Ack(self._expected(dev, batch)[0], status, why)
+
+    def _drop(self, dev: str, payload: bytes, now: int) -> Ack:
+        if len(payload) > MAX_DROP:
+            raise _Refused("oversized", None, f"drop record of {len(payload)} bytes from "
+                                              f"{dev}; at most {MAX_DROP}")
+        try:
+            record = parse_drop(payload)[0]
+        except DecodeError as exc:
+            raise _Refused("malformed", None, str(exc)) from exc
+        if record.dev != dev:
+            raise _Refused("wrong-topic", record.h0, f"drop record names device "
+                                                     f"{record.dev!r}, sent as {dev!r}")
+        device = self._enrolled(dev, record.h0)
+        try:
+            verify_drop(payload, device.public_key)
+        except VerificationError as exc:
+            kind = "unknown-key" if exc.check == "kid" else "bad-signature"
+            raise _Refused(kind, record.h0, str(exc)) from exc
+        n, span = device.next_height, f"{record.h0}..{record.h1}"
+        if record.h1 < n:
+            return Ack(n, "dup", f"dup: drop record {span} is behind the next height {n}")
+        if record.h0 > n:
+            raise _Refused("gap", record.h0, f"drop record {span} is ahead; next expected "
+                                             f"is {n}", status="gap")
+        if record.h0 == n and record.prev != device.prev:
+            raise _Refused("bad-prev", n, f"drop record {span}: prev does not link to "
+                                          f"block {n - 1}")
+        self.book.apply_drop(dev, record, payload, now)
+        why = (f"dropped: {dev} dropped blocks {n}..{record.h1} under its disk quota "
+               f"(record {span}, {record.cnt} readings, times {record.t0}..{record.t1})")
+        self.book.add_event("dropped", dev, n, why[:MAX_WHY], now)
+        return Ack(record.h1 + 1, "ok", why[:MAX_WHY])
+
+    def _enrolled(self, dev: str, height: int | None) -> Device:
+        record = self.book.device(dev)
+        if record is None:
+            raise _Refused("unknown-device", height, f"device {dev} is not enrolled")
+        if record.revoked_ms is not None:
+            raise _Refused("revoked-key", height, f"device {dev}'s key was revoked at "
+                                                  f"{record.revoked_ms}")
+        return record
+
     def _clock(self, now_ms: int | None) -> int:
         if now_ms is not None:
             self._now = now_ms
@@ -364,12 +439,7 @@ class Ingest:
         if hdr.dev != dev:
             raise _Refused("wrong-topic", hdr.h, f"block names device {hdr.dev!r}, "
                                                  f"sent as {dev!r}")
-        record = self.book.device(dev)
-        if record is None:
-            raise _Refused("unknown-device", hdr.h, f"device {dev} is not enrolled")
-        if record.revoked_ms is not None:
-            raise _Refused("revoked-key", hdr.h, f"device {dev}'s key was revoked at "
-                                                 f"{record.revoked_ms}")
+        record = self._enrolled(dev, hdr.h)
         try:
             block.verify(record.public_key)
         except VerificationError as exc:
@@ -390,7 +460,8 @@ class Ingest:
             raise _Refused("bad-readings", hdr.h, str(exc)) from exc
         last_q = self._check_q(dev, hdr.h, decoded, batch)
         index = batch.accept(AcceptedBlock(dev, hdr.h, block.hash, block.cose,
-                                           readings_array(readings), last_q))
+                                           readings_array(readings), last_q,
+                                           (hdr.t0, hdr.t1) if decoded else None))
         skew = self._skew(hdr.ts, hdr.t1, now) if check_skew else ""
         if skew:
             self.book.add_event("skew", dev, hdr.h, f"skew: block {dev}/{hdr.h}: {skew}", now)

@@ -21,6 +21,9 @@ What it answers
 - `<p>/dev/<id>/cons`: a ConsistencyProof on `<p>/dev/<id>/proof`, for sizes up to
   the latest signed checkpoint's (a device only asks between checkpoints; an
   unsigned tree size is refused). A bad request gets nothing, and an event.
+- `<p>/dev/<id>/drop`: a signed DROP record (edgeledger/core/droprecord.py): the
+  device's disk quota dropped blocks it never got acked. `Ingest.receive_drop`
+  checks it and moves the device's chain past them; answered with an Ack like a block.
 - `<p>/dev/<id>/rotate`: a key rotation record (edgeledger/aggregator/enrollment.py),
   applied with its `rotated` event when the old (enrolled) key signed it; a forged,
   stale or misdirected record is a `rotation-rejected` event. Nothing is answered:
@@ -50,6 +53,7 @@ from dataclasses import dataclass
 from edgeledger.aggregator.checkpointer import Checkpointer
 from edgeledger.aggregator.enrollment import MAX_ROTATION, EnrollmentError, parse_rotation
 from edgeledger.aggregator.ingest import Ingest, rotate_device
+from edgeledger.core.droprecord import MAX_DROP
 from edgeledger.core.errors import DecodeError, EdgeLedgerError, VerificationError
 from edgeledger.sync.device import Publish
 from edgeledger.sync.messages import (
@@ -145,7 +149,8 @@ class AggregatorSync:
     def _other(self, dev: str, kind: str, payload: bytes, now: int) -> list[Publish]:
         handlers: dict[str, tuple[int, Callable[[str, bytes, int], list[Publish]]]] = {
             "hello": (MAX_HELLO, self._hello), "cons": (MAX_CONS, self._cons),
-            "state": (MAX_STATE, self._state), "rotate": (MAX_ROTATION, self._rotate)}
+            "state": (MAX_STATE, self._state), "rotate": (MAX_ROTATION, self._rotate),
+            "drop": (MAX_DROP, self._drop)}
         if kind not in handlers:
             self.ingest.event("bad-topic", dev, None, f"bad-topic: devices do not publish on "
                                                       f"{kind!r} topics", now)
@@ -196,6 +201,9 @@ class AggregatorSync:
         path = self.ingest.log.consistency_proof(req.old_size, req.new_size)
         proof = ConsistencyProof(req.old_size, req.new_size, tuple(path))
         return [Publish(DeviceTopics(dev, self.prefix).proof, proof.encode(), QOS_SYNC)]
+
+    def _drop(self, dev: str, payload: bytes, now: int) -> list[Publish]:
+        return [self._ack(dev, self.ingest.receive_drop(dev, payload, now))]
 
     def _rotate(self, dev: str, payload: bytes, now: int) -> list[Publish]:
         rotation = parse_rotation(payload)

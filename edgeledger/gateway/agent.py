@@ -231,6 +231,8 @@ class Agent:
         result = self.retention.enforce(self.ledger, through, self.clock.wall_ms(),
                                         disk_full=self.disk_full)
         self.accepting = not result.intake_stopped
+        if result.drop_payload is not None and self.syncer is not None:
+            self.syncer.dropped(result.drop_payload)
         for name, value in self.retention.counters.as_dict().items():  # totals across runs
             self.unsaved[name] += value - self.quota_seen.get(name, 0)
             self.quota_seen[name] = value

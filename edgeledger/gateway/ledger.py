@@ -203,6 +203,14 @@ class Ledger:
 
     # --- reading back ----------------------------------------------------------------
 
+    def drop_records(self) -> list[bytes]:
+        """The payloads of every DROP record still in the journal, oldest first.
+
+        Reads the whole journal: for the rare case of forwarding a drop the sync
+        layer did not see happen (it was made before a restart). JournalError at damage.
+        """
+        return [r.payload for r in self.journal.scan(self._first()) if r.kind == DROP]
+
     def block(self, height: int) -> tuple[Block, list[bytes]]:
         """Block `height` and its readings' bytes, from O(1) index reads and one segment.
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from edgeledger.core import b64
 from edgeledger.core.block import Block, verify_readings
+from edgeledger.core.droprecord import verify_drop
 from edgeledger.core.errors import DecodeError, EdgeLedgerError, VerificationError
 from edgeledger.core.note import Signer
 from edgeledger.core.reading import Reading
@@ -48,7 +49,6 @@ from edgeledger.gateway.journal import (
     parse_at,
 )
 from edgeledger.gateway.ledger import Seal
-from edgeledger.gateway.retention import verify_drop
 
 EXIT_OK, EXIT_FAULT = 0, 1
 

@@ -64,17 +64,16 @@ name them again: a DROP record says "may be missing", never "never existed".
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
-
-import nacl.exceptions
-import nacl.signing
+from dataclasses import asdict, dataclass, field, replace
 
 from edgeledger.core import cbor
-from edgeledger.core.block import key_id, valid_device_id
-from edgeledger.core.errors import ConfigError, DecodeError, VerificationError
+from edgeledger.core.block import key_id
+from edgeledger.core.droprecord import DropRecord, parse_drop
+from edgeledger.core.errors import ConfigError
 from edgeledger.core.note import Signer
 from edgeledger.gateway.journal import (
     DISK_FULL_ERRNOS,
+    DROP,
     SEAL,
     DiskFullError,
     JournalError,
@@ -85,13 +84,6 @@ from edgeledger.gateway.ledger import Ledger, Seal
 log = logging.getLogger(__name__)
 
 POLICIES = ("stop", "drop-oldest")
-DROP_VERSION = 1
-DROP_CONTEXT = b"edgeledger drop record\x00"
-MAX_DROP = 1024
-MAX_WHY = 64
-_REC_KEYS = frozenset({"v", "dev", "kid", "h0", "h1", "prev", "last", "cnt",
-                       "t0", "t1", "ts", "why"})
-_OUTER_KEYS = frozenset({"rec", "sig"})
 
 
 @dataclass(frozen=True)
@@ -107,78 +99,6 @@ class Span:
     def blocks(self) -> int:
         """How many blocks the segment holds."""
         return max(0, self.last - self.first + 1)
-
-
-@dataclass(frozen=True)
-class DropRecord:
-    """What a drop took away; see the module doc for the wire format."""
-
-    dev: str
-    kid: bytes
-    h0: int
-    h1: int
-    prev: bytes
-    last: bytes
-    cnt: int
-    t0: int
-    t1: int
-    ts: int
-    why: str = "quota"
-    v: int = DROP_VERSION
-
-    def encode(self) -> bytes:
-        """The deterministic CBOR of the record (the signed bytes, without the context)."""
-        return cbor.encode(asdict(self))
-
-    def sign(self, signer: Signer) -> bytes:
-        """The DROP record payload: the record and the device's signature over it."""
-        rec = self.encode()
-        return cbor.encode({"rec": rec, "sig": signer.sign(DROP_CONTEXT + rec)})
-
-    @classmethod
-    def decode(cls, rec: bytes, what: str = "drop record") -> DropRecord:
-        """Strictly parse the record map (not the signature)."""
-        m = cbor.expect_map(cbor.decode(rec, what, MAX_DROP), _REC_KEYS, frozenset(), what)
-        cbor.field(m, "v", lambda x: cbor.is_int(x) and x == DROP_VERSION,
-                   f"version {DROP_VERSION}", what)
-        cbor.field(m, "dev", valid_device_id, "a device id", what)
-        cbor.field(m, "kid", lambda x: isinstance(x, bytes) and len(x) == 8, "8 bytes", what)
-        for key in ("h0", "h1", "cnt"):
-            cbor.field(m, key, cbor.is_uint, "an unsigned integer", what)
-        for key in ("prev", "last"):
-            cbor.field(m, key, cbor.is_hash, "32 bytes", what)
-        for key in ("t0", "t1", "ts"):
-            cbor.field(m, key, cbor.is_int64, "an integer (Unix ms)", what)
-        cbor.field(m, "why", lambda x: isinstance(x, str) and 0 < len(x) <= MAX_WHY,
-                   f"text of 1..{MAX_WHY} characters", what)
-        if m["h0"] > m["h1"]:
-            raise DecodeError(f"{what}: h0 {m['h0']} is after h1 {m['h1']}")
-        if m["t0"] > m["t1"]:
-            raise DecodeError(f"{what}: t0 {m['t0']} is after t1 {m['t1']}")
-        return cls(**m)
-
-
-def verify_drop(payload: bytes, public_key: bytes) -> DropRecord:
-    """Parse a DROP record payload and check it is signed by the device key `public_key`.
-
-    Raises DecodeError for bytes that are not a DROP record, VerificationError("drop
-    record signature" or "kid") for one the key did not sign.
-    """
-    what = "drop record"
-    outer = cbor.expect_map(cbor.decode(payload, what, MAX_DROP), _OUTER_KEYS, frozenset(), what)
-    cbor.field(outer, "rec", lambda x: isinstance(x, bytes), "bytes", what)
-    cbor.field(outer, "sig", lambda x: isinstance(x, bytes) and len(x) == 64, "64 bytes", what)
-    record = DropRecord.decode(outer["rec"], what)
-    where = f"drop record {record.dev}/{record.h0}..{record.h1}"
-    if record.kid != key_id(public_key):
-        raise VerificationError("kid", f"{where} names key {record.kid.hex()}, "
-                                       f"not {key_id(public_key).hex()}")
-    try:
-        nacl.signing.VerifyKey(public_key).verify(DROP_CONTEXT + outer["rec"], outer["sig"])
-    except (nacl.exceptions.BadSignatureError, ValueError) as exc:
-        raise VerificationError("drop record signature",
-                                f"{where} is not signed by the device key") from exc
-    return record
 
 
 @dataclass
@@ -219,6 +139,8 @@ class _PendingDrop:
     record: DropRecord
     payload: bytes
     spans: list[Span]
+    readings: int
+    """readings in `spans` (the record may also carry an earlier drop's, merged in)"""
 
 
 @dataclass
@@ -342,31 +264,46 @@ class Retention:
             return None, (f"journal holds {usage} bytes of its {self.quota_bytes}-byte quota "
                           "after dropping all it may: only the newest segment and the tip's "
                           "are left (quota too small for the segment size?)")
-        record = self._describe(ledger, chosen, now_ms)
+        record, readings = self._describe(ledger, chosen, now_ms)
         payload = record.sign(self.signer)
         ledger.append_drop(payload)
-        self._pending = _PendingDrop(ledger.journal.end, record, payload, chosen)
+        self._pending = _PendingDrop(ledger.journal.end, record, payload, chosen, readings)
         return self._finish_pending(ledger)
 
-    def _describe(self, ledger: Ledger, spans: list[Span], now_ms: int) -> DropRecord:
-        """The DROP record for `spans`, from the seal records they hold."""
+    def _describe(self, ledger: Ledger, spans: list[Span],
+                  now_ms: int) -> tuple[DropRecord, int]:
+        """The DROP record for `spans`, from the seal records they hold, and their readings.
+
+        An earlier DROP record inside `spans` whose range ends just before theirs is
+        merged in (its h0, prev, count and times), so deleting the segment that holds
+        it never loses the account of a drop the aggregator may not have seen yet.
+        """
         seals: list[Seal] = []
+        earlier: list[DropRecord] = []
         for span in spans:
             for record in ledger.journal.read_range(Position(span.segment, 0), span.size):
                 if record.kind == SEAL:
                     seals.append(Seal.decode(record.payload, f"seal in segment {span.segment}"))
+                elif record.kind == DROP:
+                    earlier.append(parse_drop(record.payload)[0])
         first, last = seals[0].block, seals[-1].block
         want = (spans[0].first, spans[-1].last, sum(s.blocks for s in spans))
         if (first.header.h, last.header.h, len(seals)) != want:
             raise JournalError(f"retention: segments {spans[0].segment}..{spans[-1].segment} "
                                f"hold seals {first.header.h}..{last.header.h} ({len(seals)}), "
                                f"the block index says {want[0]}..{want[1]}; not dropping them")
-        return DropRecord(
+        drop = DropRecord(
             dev=first.header.dev, kid=key_id(self.signer.public_key),
             h0=first.header.h, h1=last.header.h, prev=first.header.prev, last=last.hash,
             cnt=sum(s.block.header.cnt for s in seals),
             t0=min(s.block.header.t0 for s in seals), t1=max(s.block.header.t1 for s in seals),
             ts=now_ms)
+        readings = drop.cnt
+        for old in sorted(earlier, key=lambda r: r.h1, reverse=True):
+            if old.h1 + 1 == drop.h0 and old.last == drop.prev:
+                drop = replace(drop, h0=old.h0, prev=old.prev, cnt=old.cnt + drop.cnt,
+                               t0=min(old.t0, drop.t0), t1=max(old.t1, drop.t1))
+        return drop, readings
 
     def _finish_pending(self, ledger: Ledger) -> tuple[_PendingDrop | None, str]:
         """Delete the segments of a journaled DROP record once the record is durable."""
@@ -385,11 +322,13 @@ class Retention:
         for span in pending.spans:
             self._remove(ledger, span)
         self._pending = None
-        self.counters.dropped_blocks += rec.h1 - rec.h0 + 1
-        self.counters.dropped_readings += rec.cnt
+        spans = pending.spans
+        self.counters.dropped_blocks += sum(s.blocks for s in spans)
+        self.counters.dropped_readings += pending.readings
         log.error("retention: quota %d bytes reached with unacked data: DROPPED blocks %d..%d "
-                  "(%d readings, times %d..%d) of device %s; signed DROP record journaled",
-                  self.quota_bytes, rec.h0, rec.h1, rec.cnt, rec.t0, rec.t1, rec.dev)
+                  "(%d readings) of device %s; signed DROP record for %d..%d (times %d..%d) "
+                  "journaled", self.quota_bytes, spans[0].first, spans[-1].last,
+                  pending.readings, rec.dev, rec.h0, rec.h1, rec.t0, rec.t1)
         return pending, ""
 
     def _result(self, ledger: Ledger, pruned: list[Span], drop: _PendingDrop | None,

@@ -50,11 +50,13 @@ from pathlib import Path
 from edgeledger import __version__, clock
 from edgeledger.config import SyncConfig
 from edgeledger.core.block import sync_message
+from edgeledger.core.droprecord import parse_drop
 from edgeledger.core.errors import ConfigError, EdgeLedgerError, TransportError
 from edgeledger.core.reading import Reading
 from edgeledger.gateway.ledger import Ledger, PrunedError
 from edgeledger.gateway.state import State
 from edgeledger.sync.device import (
+    QOS_SYNC,
     Action,
     Alarm,
     DeviceSync,
@@ -112,6 +114,10 @@ class SyncDriver:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.alarms = 0
+        self.drops: dict[tuple[int, int], bytes] = {}
+        """(h0, h1) -> DROP record payload, from retention or the journal"""
+        self.forwarded: set[bytes] = set()
+        self.scanned = False
 
     # --- the agent's side ------------------------------------------------------------
 
@@ -210,6 +216,11 @@ class SyncDriver:
             log.debug("sync: publish to %s failed: %s", act.topic, exc)
             return None
 
+    def dropped(self, payload: bytes) -> None:
+        """Retention dropped blocks under the quota: forward this DROP record when asked."""
+        record = parse_drop(payload)[0]
+        self.drops[record.h0, record.h1] = payload
+
     def _send_block(self, act: SendBlock) -> None:
         if self.transport is None:
             return
@@ -217,12 +228,38 @@ class SyncDriver:
             block, raws = self.ledger.block(act.height)
             readings = [Reading.decode(raw, f"block {act.height} reading") for raw in raws]
         except PrunedError as exc:
-            self._alarm(Alarm(f"sync: cannot send block {act.height}: {exc}"))
+            self._forward_drop(act.height, exc)
             return
         except EdgeLedgerError as exc:
             log.error("sync: cannot read block %d to send it: %s", act.height, exc)
             return
         self._publish(self.transport, Publish(act.topic, sync_message(block, readings), act.qos))
+
+    def _forward_drop(self, height: int, pruned: PrunedError) -> None:
+        """Send the DROP record naming `height` instead of the block (or alarm: none)."""
+        payload = self._drop_covering(height)
+        if payload is None:
+            self._alarm(Alarm(f"sync: cannot send block {height}: {pruned}, and no DROP "
+                              "record names it"))
+            return
+        if payload not in self.forwarded:
+            self.forwarded.add(payload)
+            log.warning("sync: block %d was dropped by the disk quota; forwarding the signed "
+                        "DROP record", height)
+        assert self.transport is not None
+        self._publish(self.transport, Publish(self.sync.topics.drop, payload, QOS_SYNC))
+
+    def _drop_covering(self, height: int) -> bytes | None:
+        found = [p for (h0, h1), p in self.drops.items() if h0 <= height <= h1]
+        if not found and not self.scanned:
+            self.scanned = True  # once: the journal may be large
+            try:
+                for payload in self.ledger.drop_records():
+                    self.dropped(payload)
+            except EdgeLedgerError as exc:
+                log.error("sync: cannot read DROP records from the journal: %s", exc)
+            found = [p for (h0, h1), p in self.drops.items() if h0 <= height <= h1]
+        return found[-1] if found else None
 
     def _alarm(self, alarm: Alarm) -> None:
         self.alarms += 1
@@ -290,7 +327,10 @@ class SyncDriver:
             self.events.put(event)
             self._wake()
 
-        return MqttTransport(self.host, self.port, self.client_id,
+        # A clean session: the device resynchronises with a hello on every connect and
+        # needs nothing the broker kept; a persistent broker restored from an older save
+        # would otherwise hand back acks from an earlier session (stale gaps).
+        return MqttTransport(self.host, self.port, self.client_id, clean_start=True,
                              will=Will(will.topic, will.payload, will.qos, will.retain),
                              username=cfg.username, password=self.password, tls=tls,
                              reconnect_min=1, reconnect_max=int(RETRY_MAX_S),

@@ -15,11 +15,13 @@ Which keys are optional
   are always present. The aggregator holds every block below `next` (a device's
   blocks enter the log in height order), so every ack is cumulative. For `ok` and
   `dup`, `next` is h + 1 where h is the height of the block answered, and
-  `log_index` (present exactly for these two) is that block's index in the log:
+  `log_index` (present for these two only) is that block's index in the log:
   a device learns the index of every block it is told the log holds, which is what
   lets it work out which blocks a checkpoint covers. (So a `dup` answers with the
   duplicate's h + 1, not with the aggregator's expected height; that is said by
-  `gap`.) For `gap` and `rejected`, `next` is the height the aggregator expects.
+  `gap`.) The answer to a DROP record (device topic `drop`) is `ok` or `dup` with
+  `next` = the record's h1 + 1 and no `log_index` (dropped heights have no entry);
+  its `why` says so. For `gap` and `rejected`, `next` is the height the aggregator expects.
   `why` is present only when non-empty (required for `rejected`, which must say
   why). `checkpoint`, when present, is a signed checkpoint note the
   aggregator piggybacks; the device treats it like one from `<p>/checkpoint`.
@@ -124,10 +126,13 @@ class Ack:
         if self.status not in STATUSES:
             raise DecodeError(f"{what}: key 'status' must be one of {', '.join(STATUSES)}, "
                               f"got {str(self.status)[:40]!r}")
-        has_index = self.status in ("ok", "dup")
-        if has_index != (self.log_index is not None):
-            raise DecodeError(f"{what}: key 'log_index' must be present exactly for ok and dup, "
+        indexed = self.status in ("ok", "dup")
+        if not indexed and self.log_index is not None:
+            raise DecodeError(f"{what}: key 'log_index' is only for ok and dup, "
                               f"status is {self.status!r}")
+        if indexed and self.log_index is None and not self.why:
+            raise DecodeError(f"{what}: key 'log_index' must be present for {self.status} "
+                              "(only the answer to a DROP record omits it, and says why)")
         if self.log_index is not None and not cbor.is_uint(self.log_index):
             raise DecodeError(f"{what}: key 'log_index' must be an unsigned integer")
         if self.status == "ok" and self.next == 0:

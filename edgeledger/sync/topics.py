@@ -26,9 +26,9 @@ from edgeledger.core.errors import DecodeError
 
 DEFAULT_PREFIX = "edgeledger/v1"
 MAX_PREFIX = 128
-DEVICE_KINDS = ("hello", "blk", "ack", "state", "cons", "proof", "rotate")
+DEVICE_KINDS = ("hello", "blk", "ack", "state", "cons", "proof", "rotate", "drop")
 """The last level of a device topic."""
-TO_AGGREGATOR = ("hello", "blk", "state", "cons", "rotate")
+TO_AGGREGATOR = ("hello", "blk", "state", "cons", "rotate", "drop")
 """Device topics the aggregator subscribes to (as `<p>/dev/+/<kind>`)."""
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 
@@ -113,6 +113,11 @@ class DeviceTopics:
     def proof(self) -> str:
         """Aggregator -> device: ConsistencyProof answering a request."""
         return self._topic("proof")
+
+    @property
+    def drop(self) -> str:
+        """Device -> aggregator: a signed DROP record (edgeledger/core/droprecord.py)."""
+        return self._topic("drop")
 
     @property
     def checkpoint(self) -> str:

@@ -22,17 +22,12 @@ import pytest
 
 from edgeledger.core import cbor
 from edgeledger.core.block import ZERO_HASH, Block, key_id
+from edgeledger.core.droprecord import DROP_CONTEXT, DropRecord, verify_drop
 from edgeledger.core.errors import ConfigError, DecodeError, EdgeLedgerError, VerificationError
 from edgeledger.core.note import Signer
 from edgeledger.gateway.journal import DROP, SEAL, DiskFullError, FileOps, Position
 from edgeledger.gateway.ledger import Ledger, PrunedError, Seal
-from edgeledger.gateway.retention import (
-    DROP_CONTEXT,
-    DropRecord,
-    Retention,
-    first_kept_height,
-    verify_drop,
-)
+from edgeledger.gateway.retention import Retention, first_kept_height
 
 SEGMENT = 1200
 BLOCKS, PER_BLOCK = 12, 4
@@ -465,3 +460,27 @@ def test_bad_settings_are_refused(gw: ModuleType, quota: int, policy: str, key: 
     with pytest.raises(ConfigError) as caught:
         Retention(quota, policy, gw.device_signer())
     assert caught.value.key == key
+
+
+def test_a_second_drop_that_deletes_the_first_record_carries_it_forward(
+        gw: ModuleType, tmp_path: Path) -> None:
+    """The DROP record of 0..2 sits in a segment a later drop deletes: the later record
+    covers 0..N, so the aggregator still learns of every dropped height."""
+    ledger, signer = build(gw, tmp_path), gw.device_signer()
+    retention = Retention(usage(ledger) - 1, "drop-oldest", signer)
+    first = retention.enforce(ledger, None, NOW)
+    assert first.drop is not None and (first.drop.h0, first.drop.h1) == (0, 2)
+    home = ledger.journal.end.segment  # where the first record went
+    gw.fill(ledger, 9, PER_BLOCK)  # the first record's segment is no longer the newest
+    assert ledger.journal.end.segment > home
+    kept = sum(size for n, size in sizes(ledger).items() if n > home)
+    retention.quota_bytes = kept + ledger.journal.pending + 1  # room once `home` is gone
+    result = retention.enforce(ledger, None, NOW + 1)
+    second = result.drop
+    assert home not in ledger.journal.segments()
+    assert second is not None and second.h0 == 0 and second.h1 > 2
+    assert second.prev == ZERO_HASH
+    assert second.last == Block.parse(ledger.block(second.h1 + 1)[0].cose).header.prev
+    payloads = drop_payloads(ledger)
+    assert [verify_drop(p, signer.public_key).h0 for p in payloads][-1] == 0
+    assert retention.counters.dropped_blocks == second.h1 + 1

@@ -141,7 +141,7 @@ def test_errors_name_the_message_and_the_key() -> None:
         (Hello.decode, {"tip": -1, "acked": None}, "hello message: key 'tip' must be"),
         (Hello.decode, {"tip": 1, "acked": 0, "x": 1}, "hello message: unknown key(s) ['x']"),
         (Ack.decode, {"next": 1, "status": "fine"}, "ack message: key 'status' must be"),
-        (Ack.decode, {"next": 1, "status": "ok"}, "key 'log_index' must be present"),
+        (Ack.decode, {"next": 1, "status": "ok"}, "key 'log_index' must be present for ok"),
         (Ack.decode, {"next": 1, "status": "gap", "log_index": 0}, "key 'log_index'"),
         (Ack.decode, {"next": 1, "status": "rejected"}, "a rejected ack must say why"),
         (Ack.decode, {"next": 1, "status": "gap", "why": ""}, "key 'why' must be"),
@@ -184,6 +184,8 @@ def test_non_deterministic_trailing_and_oversized_payloads_are_refused() -> None
 def test_an_ack_that_decode_would_refuse_cannot_be_built() -> None:
     with pytest.raises(DecodeError, match="log_index"):
         Ack(3, "ok")
+    dropped = Ack(3, "ok", "dropped: blocks 1..2")  # a DROP record's answer: no entry
+    assert Ack.decode(dropped.encode()) == dropped
     with pytest.raises(DecodeError, match="status"):
         Ack(3, "maybe")
     assert Ack.decode(Ack(3, "gap", "ahead").encode()) == Ack(3, "gap", "ahead")
@@ -200,7 +202,7 @@ def test_topics_for_a_device_and_a_prefix() -> None:
     assert parse_device_topic(t.blk, "edgeledger/v1") == ("greenhouse-7", "blk")
     assert aggregator_subscriptions("a/b") == ["a/b/dev/+/hello", "a/b/dev/+/blk",
                                                "a/b/dev/+/state", "a/b/dev/+/cons",
-                                               "a/b/dev/+/rotate"]
+                                               "a/b/dev/+/rotate", "a/b/dev/+/drop"]
     assert checkpoint_topic() == "edgeledger/v1/checkpoint"
 
 

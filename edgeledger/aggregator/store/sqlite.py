@@ -27,18 +27,30 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from edgeledger.aggregator.log import CanonicalLog
+from edgeledger.aggregator.store.reader import BlockSpan, Device, Event
+from edgeledger.aggregator.store.sqlite_reads import (
+    DEVICE_COLUMNS,
+    V3_SQL,
+    SqliteReads,
+    device_from_row,
+    entry_times,
+    migrate_v3,
+    span_class,
+)
 from edgeledger.core import merkle
 from edgeledger.core.checkpoint import ZERO_HASH, Checkpoint
+from edgeledger.core.droprecord import DropRecord
 from edgeledger.core.errors import ConfigError, EdgeLedgerError
 
 APPLICATION_ID = 0x45444C47
 """`PRAGMA application_id` of our files: "EDLG"."""
-SCHEMA_VERSION = 2
+MAX_CACHED_HASHES = 1 << 16
+"""Stored hashes kept in memory (32 bytes each, plus dict overhead: a few MB)."""
+SCHEMA_VERSION = 5
 """`PRAGMA user_version` this code writes; older files are migrated, newer refused."""
 
 _SCHEMA = """
@@ -69,7 +81,31 @@ CREATE TABLE sensors (dev TEXT NOT NULL REFERENCES devices(dev), sensor TEXT NOT
 """
 _MIGRATIONS = {1: _SCHEMA[_SCHEMA.index("CREATE TABLE readings"):]}
 """From user_version N to N + 1: version 2 keeps blocks' readings and each sensor's last q
-(blocks appended under version 1 have no readings stored)."""
+(blocks appended under version 1 have no readings stored); version 3 keeps each block's
+reading time range, back-filled from the entries (store/sqlite_reads.py); version 4
+keeps the DROP records devices forwarded (heights their disk quota dropped); version 5
+keeps every key a device has had and the height it signs from (key rotations), so
+blocks signed before a rotation stay provable (a store migrated from version 4
+knows only each device's current key, as from height 0)."""
+_SCHEMA += V3_SQL
+_V4_SQL = """
+CREATE TABLE drops (id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    dev TEXT NOT NULL REFERENCES devices(dev), h0 INTEGER NOT NULL,
+                    h1 INTEGER NOT NULL, record BLOB NOT NULL, time_ms INTEGER NOT NULL);
+"""
+_SCHEMA += _V4_SQL
+_MIGRATIONS[3] = _V4_SQL
+_V5_SQL = """
+CREATE TABLE device_keys (dev TEXT NOT NULL REFERENCES devices(dev),
+                          from_height INTEGER NOT NULL, public_key BLOB NOT NULL,
+                          enrolled_ms INTEGER NOT NULL,
+                          PRIMARY KEY (dev, from_height)) WITHOUT ROWID;
+"""
+_SCHEMA += _V5_SQL
+_MIGRATIONS[4] = _V5_SQL + """
+INSERT INTO device_keys (dev, from_height, public_key, enrolled_ms)
+    SELECT dev, 0, public_key, enrolled_ms FROM devices;
+"""
 
 
 @dataclass(frozen=True)
@@ -86,19 +122,30 @@ class AcceptedBlock:
     entry: bytes
     readings: bytes = b"\x80"
     last_q: tuple[tuple[str, int], ...] = ()
+    times: tuple[int, int] | None = None
+    """(t0, t1) of the block header, if the caller has it; else read from `entry`."""
 
 
-@dataclass(frozen=True)
-class Device:
-    """One enrolled device as stored: its key, its status and its tip."""
+@dataclass
+class _Cache:
+    """What the writer knows without asking SQLite: the log size, device records, and
+    stored hashes (the right edge of the tree is read on every append). Cleared on a
+    rollback and when another connection commits (`PRAGMA data_version`)."""
 
-    dev: str
-    public_key: bytes
-    enrolled_ms: int
-    revoked_ms: int | None
-    flagged_ms: int | None
-    next_height: int
-    prev: bytes
+    data_version: int = -1
+    size: int | None = None
+    devices: dict[str, Device] = field(default_factory=dict)
+    hashes: dict[int, bytes] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        self.size = None
+        self.devices.clear()
+        self.hashes.clear()
+
+    def keep_hashes(self, found: dict[int, bytes]) -> None:
+        if len(self.hashes) + len(found) > MAX_CACHED_HASHES:
+            self.hashes.clear()  # crude but bounded; the hot ones come back at once
+        self.hashes.update(found)
 
 
 @dataclass(frozen=True)
@@ -112,30 +159,34 @@ class Equivocation:
     time_ms: int
 
 
-@dataclass(frozen=True)
-class Event:
-    """One journal entry (rejection, gap, equivocation, skew, ...); `id` is the cursor."""
-
-    id: int
-    time_ms: int
-    kind: str
-    dev: str | None
-    height: int | None
-    reason: str
+__all__ = ["AcceptedBlock", "BlockSpan", "Device", "Equivocation", "Event", "SqliteStore"]
 
 
-class SqliteStore:
-    """A LogStore (edgeledger.aggregator.log) plus devices, blocks, evidence and events."""
+class SqliteStore(SqliteReads):
+    """A LogStore (edgeledger.aggregator.log) plus devices, blocks, evidence and events.
 
-    def __init__(self, path: str | Path, busy_timeout_s: float = 5.0) -> None:
+    Also a StoreReader (store/reader.py). `read_only=True` opens an existing, current
+    store for the HTTP API: no schema change, no writes (`query_only`), and a
+    connection that may be handed between threads (one user at a time).
+    """
+
+    def __init__(self, path: str | Path, busy_timeout_s: float = 5.0,
+                 read_only: bool = False) -> None:
         self.path = str(path)
         self._depth = 0
+        self._cache = _Cache()
         try:
-            self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
+            if read_only:  # mode=rw: never create a file that is not there
+                uri = Path(self.path).absolute().as_uri() + "?mode=rw"
+                self._db = sqlite3.connect(uri, timeout=busy_timeout_s, isolation_level=None,
+                                           uri=True, check_same_thread=False)
+            else:
+                self._db = sqlite3.connect(self.path, timeout=busy_timeout_s,
+                                           isolation_level=None)
         except sqlite3.Error as exc:
             raise ConfigError(self.path, None, f"cannot open the SQLite store: {exc}") from exc
         try:
-            self._open()
+            self._open_reader() if read_only else self._open()
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise ConfigError(self.path, None, f"not an EdgeLedger store ({exc})") from exc
@@ -164,8 +215,25 @@ class SqliteStore:
                                    "COMMIT;")
             version = SCHEMA_VERSION
         for old in range(version, SCHEMA_VERSION):
-            self._db.executescript("BEGIN IMMEDIATE;" + _MIGRATIONS[old] +
-                                   f"PRAGMA user_version={old + 1};COMMIT;")
+            with self.transaction():
+                if old == 2:
+                    migrate_v3(self._db)
+                else:
+                    for statement in _MIGRATIONS[old].split(";"):
+                        if statement.strip():
+                            self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version={old + 1}")
+        self._max_vars = self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+
+    def _open_reader(self) -> None:
+        """Check the file is ours and at this program's schema version; make it read-only."""
+        app_id = self._db.execute("PRAGMA application_id").fetchone()[0]
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if app_id != APPLICATION_ID or version != SCHEMA_VERSION:
+            raise ConfigError(self.path, None, f"not an EdgeLedger store at schema version "
+                                               f"{SCHEMA_VERSION} (application_id {app_id:#x}, "
+                                               f"version {version}); open it for writing first")
+        self._db.execute("PRAGMA query_only=ON")
         self._max_vars = self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
 
     def close(self) -> None:
@@ -187,21 +255,38 @@ class SqliteStore:
             return
         self._db.execute("BEGIN IMMEDIATE")
         self._depth = 1
+        self._fresh()
         try:
             yield
         except BaseException:
             self._depth = 0
             self._db.execute("ROLLBACK")
+            self._cache.clear()
             raise
         self._depth = 0
         self._db.execute("COMMIT")
 
     # --- the log (LogStore) --------------------------------------------------------------
 
+    def _fresh(self) -> None:
+        """Forget the caches if another connection committed since we last looked.
+
+        This process is the log's one writer, but `edgeledger enroll`/`revoke` (and the
+        API's reader, for its own caches) see other connections' commits this way.
+        """
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._cache.data_version:
+            self._cache.clear()
+            self._cache.data_version = version
+
     def size(self) -> int:
         """Number of entries."""
-        row = self._db.execute("SELECT max(idx) FROM entries").fetchone()
-        return 0 if row[0] is None else int(row[0]) + 1
+        if not self._depth:
+            self._fresh()
+        if self._cache.size is None:
+            row = self._db.execute("SELECT max(idx) FROM entries").fetchone()
+            self._cache.size = 0 if row[0] is None else int(row[0]) + 1
+        return self._cache.size
 
     def read_hashes(self, positions: Sequence[int]) -> list[bytes]:
         """Stored hashes at `positions`, in order, in one query (per SQLite variable limit).
@@ -209,13 +294,17 @@ class SqliteStore:
         A missing position is left out, so the Merkle code sees a short answer and
         reports the store as incomplete.
         """
-        found: dict[int, bytes] = {}
-        unique = list(dict.fromkeys(positions))
+        if not self._depth:
+            self._fresh()
+        cached = self._cache.hashes
+        found = {p: cached[p] for p in positions if p in cached}
+        unique = [p for p in dict.fromkeys(positions) if p not in found]
         for at in range(0, len(unique), self._max_vars):
             chunk = unique[at:at + self._max_vars]
             marks = ",".join("?" * len(chunk))
             found.update(self._db.execute(
                 f"SELECT pos, hash FROM hashes WHERE pos IN ({marks})", chunk))
+        self._cache.keep_hashes(found)
         return [found[p] for p in positions if p in found]
 
     def append(self, entry: bytes, hashes: Sequence[bytes]) -> int:
@@ -229,6 +318,8 @@ class SqliteStore:
             rows = [v for i, h in enumerate(hashes) for v in (first + i, h)]
             self._db.execute("INSERT INTO hashes (pos, hash) VALUES " +
                              ",".join(["(?, ?)"] * len(hashes)), rows)
+            self._cache.size = index + 1
+            self._cache.keep_hashes({first + i: h for i, h in enumerate(hashes)})
         return index
 
     def entry(self, index: int) -> bytes:
@@ -268,36 +359,53 @@ class SqliteStore:
     # --- devices and blocks --------------------------------------------------------------
 
     def enroll(self, dev: str, public_key: bytes, now_ms: int) -> None:
-        """Enroll `dev` with `public_key`; re-enrolling keeps its tip and history."""
+        """Enroll `dev` with `public_key`; re-enrolling keeps its tip and history.
+
+        A key other than the current one (a rotation) signs from the device's next
+        height on; the key history keeps the earlier ones.
+        """
+        self._cache.devices.pop(dev, None)
         with self.transaction():
+            known = self.device(dev)
             self._db.execute(
                 "INSERT INTO devices (dev, public_key, enrolled_ms, prev) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (dev) DO UPDATE SET public_key = excluded.public_key, "
                 "enrolled_ms = excluded.enrolled_ms, revoked_ms = NULL",
                 (dev, public_key, now_ms, ZERO_HASH))
+            if known is None or known.public_key != public_key:
+                start = 0 if known is None else known.next_height
+                self._db.execute("INSERT OR REPLACE INTO device_keys (dev, from_height, "
+                                 "public_key, enrolled_ms) VALUES (?, ?, ?, ?)",
+                                 (dev, start, public_key, now_ms))
+            self._cache.devices.pop(dev, None)
 
     def revoke(self, dev: str, now_ms: int) -> None:
         """Stop accepting blocks from `dev`; its history stays."""
+        self._cache.devices.pop(dev, None)
         with self.transaction():
             self._update_one("UPDATE devices SET revoked_ms = ? WHERE dev = ?",
                              (now_ms, dev), f"revoke {dev}: not enrolled")
 
     def device(self, dev: str) -> Device | None:
         """The stored record of `dev`, if enrolled."""
-        row = self._db.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE dev = ?",
+        if not self._depth:
+            self._fresh()
+        if dev in self._cache.devices:
+            return self._cache.devices[dev]
+        row = self._db.execute(f"SELECT {DEVICE_COLUMNS} FROM devices WHERE dev = ?",
                                (dev,)).fetchone()
-        return None if row is None else _device(row)
+        device = None if row is None else device_from_row(row)
+        if device is not None:
+            self._cache.devices[dev] = device
+        return device
 
-    def devices(self) -> list[Device]:
-        """Every enrolled (or revoked) device, by id."""
-        return [_device(r) for r in
-                self._db.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices ORDER BY dev")]
-
-    def record_block(self, dev: str, height: int, block_hash: bytes, log_index: int) -> None:
+    def record_block(self, dev: str, height: int, block_hash: bytes, log_index: int,
+                     times: tuple[int, int] | None = None) -> None:
         """Record accepted block `dev`/`height` at `log_index` and move the device's tip.
 
         Refuses a height that is not the device's next, and a revoked device, so the
-        durable state keeps each device's blocks gap-free and in order.
+        durable state keeps each device's blocks gap-free and in order. `times` is
+        (t0, t1) of its stored readings (None: none stored; `blocks_by_time` skips it).
         """
         with self.transaction():
             self._update_one(
@@ -306,8 +414,15 @@ class SqliteStore:
                 (height, block_hash, dev, height),
                 f"block {dev}/{height}: the device is not enrolled, is revoked, "
                 "or that is not its next height")
-            self._db.execute("INSERT INTO blocks (dev, height, hash, log_index) "
-                             "VALUES (?, ?, ?, ?)", (dev, height, block_hash, log_index))
+            known = self._cache.devices.get(dev)
+            if known is not None:
+                self._cache.devices[dev] = replace(known, next_height=height + 1,
+                                                   prev=block_hash)
+            t0, t1 = times or (None, None)
+            span = None if times is None else span_class(*times)
+            self._db.execute("INSERT INTO blocks (dev, height, hash, log_index, t0, t1, span) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (dev, height, block_hash, log_index, t0, t1, span))
 
     def append_blocks(self, log: CanonicalLog, blocks: Sequence[AcceptedBlock]) -> list[int]:
         """Append verified blocks to `log` (which must be on this store) in one transaction.
@@ -322,7 +437,7 @@ class SqliteStore:
             indexes = []
             for b in blocks:
                 indexes.append(log.append(b.entry))
-                self.record_block(b.dev, b.height, b.hash, indexes[-1])
+                self.record_block(b.dev, b.height, b.hash, indexes[-1], _times(b))
             self._db.executemany("INSERT INTO readings (log_index, data) VALUES (?, ?)",
                                  [(i, b.readings) for i, b in zip(indexes, blocks, strict=True)])
             self._db.executemany(
@@ -330,6 +445,29 @@ class SqliteStore:
                 "(dev, sensor) DO UPDATE SET last_q = excluded.last_q",
                 [(b.dev, sensor, q) for b in blocks for sensor, q in b.last_q])
         return indexes
+
+    def apply_drop(self, dev: str, record: DropRecord, payload: bytes, now_ms: int) -> None:
+        """Move `dev` past the heights `record` drops and keep the signed record.
+
+        Refuses a device whose next height the record does not cover, so the stored
+        chain of each device only ever moves forward, and only with a record.
+        """
+        self._cache.devices.pop(dev, None)
+        with self.transaction():
+            self._update_one(
+                "UPDATE devices SET next_height = ? + 1, prev = ? WHERE dev = ? AND "
+                "next_height BETWEEN ? AND ? AND revoked_ms IS NULL",
+                (record.h1, record.last, dev, record.h0, record.h1),
+                f"drop record {dev}/{record.h0}..{record.h1}: the device is not enrolled, "
+                "is revoked, or the record does not cover its next height")
+            self._db.execute("INSERT INTO drops (dev, h0, h1, record, time_ms) "
+                             "VALUES (?, ?, ?, ?, ?)", (dev, record.h0, record.h1, payload,
+                                                        now_ms))
+
+    def drops(self, dev: str) -> list[tuple[int, int, bytes]]:
+        """(h0, h1, signed DROP record) of every drop `dev` forwarded, oldest first."""
+        return [(int(a), int(b), bytes(r)) for a, b, r in self._db.execute(
+            "SELECT h0, h1, record FROM drops WHERE dev = ? ORDER BY id", (dev,))]
 
     def last_q(self, dev: str, sensor: str) -> int | None:
         """The last q of `dev`'s sensor `sensor` in the log, if it has any reading there."""
@@ -362,6 +500,7 @@ class SqliteStore:
 
         The accepted block stays in the log; return False if this one was already kept.
         """
+        self._cache.devices.pop(dev, None)  # it gets flagged
         with self.transaction():
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO equivocations (dev, height, hash, block, time_ms) "
@@ -386,12 +525,6 @@ class SqliteStore:
                                    "VALUES (?, ?, ?, ?, ?)", (now_ms, kind, dev, height, reason))
         return int(cur.lastrowid or 0)
 
-    def events(self, after: int = 0, limit: int = 100) -> list[Event]:
-        """Up to `limit` events with id greater than `after`, oldest first."""
-        return [Event(*row) for row in self._db.execute(
-            "SELECT id, time_ms, kind, dev, height, reason FROM events WHERE id > ? "
-            "ORDER BY id LIMIT ?", (after, limit))]
-
     def last_event_id(self) -> int:
         """The id of the newest event (0 when there is none): a cursor for `events`."""
         row = self._db.execute("SELECT max(id) FROM events").fetchone()
@@ -402,9 +535,10 @@ class SqliteStore:
             raise EdgeLedgerError(f"store {self.path}: {failure}")
 
 
-_DEVICE_COLUMNS = "dev, public_key, enrolled_ms, revoked_ms, flagged_ms, next_height, prev"
-
-
-def _device(row: Any) -> Device:
-    dev, key, enrolled, revoked, flagged, next_height, prev = row
-    return Device(dev, bytes(key), enrolled, revoked, flagged, next_height, bytes(prev))
+def _times(block: AcceptedBlock) -> tuple[int, int] | None:
+    """(t0, t1) of a block's stored readings, or None when it has none (a heartbeat)."""
+    if block.readings == b"\x80":
+        return None
+    if block.times is not None:
+        return block.times
+    return entry_times(block.entry)
