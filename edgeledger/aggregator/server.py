@@ -15,7 +15,7 @@ is its driver. One thread does all the work, so the store has one writer:
   its acks published. Batching is what makes ingest fast under load; at low load a
   batch is one message and adds no delay.
 - Publishing never waits for the broker: acks, proofs and checkpoints are queued
-  with `publish_async`. A publish that fails is not retried here: the device
+  with `publish_nowait`. A publish that fails is not retried here: the device
   resends its block (a `dup` ack answers it) and the checkpoint is republished on
   the next sign or reconnect.
 - Every (re)connect republishes the latest checkpoint retained, in case the broker
@@ -26,8 +26,15 @@ is its driver. One thread does all the work, so the store has one writer:
   last checkpoint if the log grew, publish it (waiting up to CLOSE_WAIT_S for the
   broker), disconnect cleanly, close the store, exit 0. sd_notify READY/WATCHDOG/
   STOPPING when systemd asks for them (Type=notify).
+- The HTTP API (edgeledger/aggregator/api/) runs on a thread of its own with its own
+  read-only store connections, started before the broker connection (it answers
+  while the broker is down) and stopped after the drain. This thread only feeds it
+  metrics: each ingest batch's acks (MeteredIngest) and its latency, from taking the
+  batch off the MQTT queue to its COMMIT. Without the `aggregator` extra (FastAPI,
+  uvicorn, prometheus-client) the aggregator runs without API, and says so.
 Exit status: 0 after a clean stop, 78 (EX_CONFIG) for a bad configuration, key or
-store file (systemd does not restart on it), 1 for anything else.
+store file, or an HTTP address it cannot listen on (systemd does not restart on
+it), 1 for anything else.
 """
 
 from __future__ import annotations
@@ -36,11 +43,13 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from edgeledger import clock
 from edgeledger.aggregator.checkpointer import Checkpointer
@@ -60,6 +69,10 @@ from edgeledger.logs import setup_logging
 from edgeledger.sync.device import Publish
 from edgeledger.sync.mqtt import Connected, ConnectionLost, Event, MqttTransport, Received, Tls
 from edgeledger.sync.topics import aggregator_subscriptions
+
+if TYPE_CHECKING:
+    from edgeledger.aggregator.api.metrics import Metrics
+    from edgeledger.aggregator.api.serve import ApiServer
 
 log = logging.getLogger("edgeledger.aggregator")
 
@@ -81,14 +94,21 @@ class AggregatorServer:
     """The aggregator's one thread: MQTT in, AggregatorSync, MQTT out; see the module doc."""
 
     def __init__(self, config: AggregatorConfig, store: SqliteStore,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None, metrics: Metrics | None = None) -> None:
         self.config = config
         self.store = store
         signer = load_or_create_log_signer(config)
         self.log = CanonicalLog(store, signer)
         policy = IngestPolicy(max_ahead_ms=max(1, config.max_skew_ms),
                               max_behind_ms=IngestPolicy().max_behind_ms)
-        self.ingest = Ingest(self.log, store, policy)
+        self.metrics = metrics
+        if metrics is None:
+            self.ingest = Ingest(self.log, store, policy)
+        else:
+            from edgeledger.aggregator.api.metrics import MeteredIngest
+            self.ingest = MeteredIngest(self.log, store, policy, metrics=metrics)
+        self.taken_at = time.monotonic()
+        """When the batch being handled was taken off the MQTT queue (ingest latency)."""
         self.checkpointer = Checkpointer(self.log, config.checkpoint.interval_ms,
                                          config.checkpoint.every_blocks)
         self.sync = AggregatorSync(self.ingest, self.checkpointer, config.broker.prefix)
@@ -132,6 +152,7 @@ class AggregatorServer:
             if more is None:
                 break
             events.append(more)
+        self.taken_at = time.monotonic()
         self._handle(events)
         self._publish(self.sync.tick(clock.wall_ms()))
         self._log_events()
@@ -142,9 +163,10 @@ class AggregatorServer:
         transport = self.transport
         if transport is not None:
             while events := _queued(transport):
+                self.taken_at = time.monotonic()
                 self._handle(events)
         note = self.checkpointer.sign(clock.wall_ms())
-        futures = self._publish(self.sync.start(clock.wall_ms()))
+        futures = self._publish(self.sync.start(clock.wall_ms()), track=True)
         self._log_events()
         for future in futures:
             with contextlib.suppress(TransportError, FutureTimeout):
@@ -187,6 +209,9 @@ class AggregatorServer:
             return
         size = self.log.size
         self._publish(self.sync.receive_many(messages, clock.wall_ms()))
+        if self.metrics is not None:
+            blocks = sum(topic.endswith("/blk") for topic, _ in messages)
+            self.metrics.observe_ingest(time.monotonic() - self.taken_at, blocks)
         appended = self.log.size - size
         self.blocks_in += appended
         if appended:
@@ -202,14 +227,18 @@ class AggregatorServer:
                 log.log(level, "event %s %s: %s", e.kind, where or "-", e.reason)
             self.event_cursor = events[-1].id
 
-    def _publish(self, actions: list[Publish]) -> list[Future[None]]:
+    def _publish(self, actions: list[Publish], track: bool = False) -> list[Future[None]]:
+        """Queue `actions` on the broker connection; futures for their PUBACKs if `track`."""
         futures = []
         for act in actions:
             if self.transport is None:
                 break
             try:
-                futures.append(self.transport.publish_async(act.topic, act.payload, act.qos,
-                                                            act.retain))
+                if track:
+                    futures.append(self.transport.publish_async(act.topic, act.payload,
+                                                                act.qos, act.retain))
+                else:
+                    self.transport.publish_nowait(act.topic, act.payload, act.qos, act.retain)
             except TransportError as exc:  # the device resends; the checkpoint is re-sent
                 log.debug("aggregator: publish to %s failed: %s", act.topic, exc)
         return futures
@@ -271,12 +300,17 @@ def run_aggregator(config_path: Path, log_level: str) -> int:
     setup_logging(log_level)
     try:
         config = load_aggregator_config(config_path)
+        if config.store.backend == "postgres":  # workers + sequencer: aggregator/cluster/
+            from edgeledger.aggregator.cluster.process import run_postgres
+            return run_postgres(config)
         store = open_store(config)
     except ConfigError as exc:
         log.error("%s", exc)
         return EX_CONFIG
+    api: ApiServer | None = None
     try:
-        server = AggregatorServer(config, store)
+        server = AggregatorServer(config, store, metrics=_new_metrics())
+        api = _start_api(config, server)
     except ConfigError as exc:
         store.close()
         log.error("%s", exc)
@@ -294,6 +328,33 @@ def run_aggregator(config_path: Path, log_level: str) -> int:
         return 1
     finally:
         restore()
+        if api is not None:
+            api.stop()
+
+
+API_MISSING = ("HTTP API not started: %s (install the aggregator extra: "
+               "pip install 'edgeledger[aggregator]')")
+
+
+def _new_metrics() -> Metrics | None:
+    """A metrics registry for this process, or None without prometheus-client."""
+    try:
+        from edgeledger.aggregator.api.metrics import Metrics
+    except ImportError:
+        return None
+    return Metrics()
+
+
+def _start_api(config: AggregatorConfig, server: AggregatorServer) -> ApiServer | None:
+    """Serve the HTTP API on [http] listen (ConfigError if it cannot listen there)."""
+    try:
+        from edgeledger.aggregator.api.serve import start_api
+    except ImportError as exc:
+        log.warning(API_MISSING, exc)
+        return None
+    sync = server.sync
+    return start_api(config, server.log.signer.verifier(), lambda: sync.statuses,
+                     server.metrics)
 
 
 def _stop(server: AggregatorServer, signum: int) -> None:
