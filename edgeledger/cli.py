@@ -18,6 +18,7 @@ from edgeledger.keyfile import load_signer, load_verifier, write_signer
 
 if TYPE_CHECKING:
     from edgeledger.aggregator.enrollment import Action, DeviceState, Rotation
+    from edgeledger.aggregator.store.postgres import PostgresStore
     from edgeledger.aggregator.store.sqlite import SqliteStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -57,6 +58,27 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--log-key", required=True, metavar="VKEY",
                         help="the log's verifier key, or a file holding it")
     verify.set_defaults(run=_verify)
+
+    audit = sub.add_parser(
+        "audit", help="check a log's checkpoint chain and devices' blocks over its HTTP API",
+        description="Verify every checkpoint since the last run (signature, height, prev, "
+                    "consistency) and, with --device/--all-devices, every block of those "
+                    "devices. Exit 0 and one summary line; 1 and the first fault; 2 on a "
+                    "usage error; 3 if the API cannot be reached. See docs/audit.md.")
+    audit.add_argument("--api", required=True, metavar="URL",
+                       help="the aggregator's HTTP API, e.g. http://127.0.0.1:8080")
+    audit.add_argument("--log-key", required=True, metavar="VKEY",
+                       help="the log's verifier key, or a file holding it")
+    audit.add_argument("--state", type=Path, metavar="FILE",
+                       help="last verified checkpoint (default: "
+                            "~/.local/state/edgeledger/audit-<origin>.json)")
+    audit.add_argument("--device", action="append", default=[], metavar="ID",
+                       help="re-verify every block of this device (repeatable)")
+    audit.add_argument("--all-devices", action="store_true",
+                       help="re-verify every block of every device the API lists")
+    audit.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                       help="seconds to wait for each answer (default 30)")
+    audit.set_defaults(run=_audit)
 
     agent = sub.add_parser("agent", help="the gateway agent, in the foreground (systemd's "
                                          "ExecStart)")
@@ -184,6 +206,14 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from edgeledger.audit import AuditOptions, run_audit
+
+    return run_audit(AuditOptions(api=args.api, log_key=args.log_key, state=args.state,
+                                  devices=tuple(args.device), all_devices=args.all_devices,
+                                  timeout=args.timeout))
+
+
 def _read_key(spec: str, what: str) -> tuple[bytes, str | None]:
     """A public key given on the command line: the key text itself, or a file holding it."""
     from edgeledger.aggregator.enrollment import parse_public_key
@@ -197,7 +227,7 @@ def _read_key(spec: str, what: str) -> tuple[bytes, str | None]:
     return parse_public_key(spec, what)
 
 
-def _device_state(store: SqliteStore, dev: str) -> DeviceState | None:
+def _device_state(store: SqliteStore | PostgresStore, dev: str) -> DeviceState | None:
     from edgeledger.aggregator.enrollment import DeviceState
 
     device = store.device(dev)
@@ -210,7 +240,7 @@ def _now_ms() -> int:
 
 
 def _enroll(args: argparse.Namespace) -> int:
-    from edgeledger.aggregator.config import load_aggregator_config, open_store
+    from edgeledger.aggregator.config import load_aggregator_config, open_any_store
     from edgeledger.aggregator.enrollment import Action, decide_enroll, kid
 
     if args.rotation is not None:
@@ -224,7 +254,7 @@ def _enroll(args: argparse.Namespace) -> int:
     if name is not None and name != dev:
         raise ConfigError(args.pubkey, None, f"the key is named {name!r}, not {dev!r}; a "
                                              "device key is named after its device id")
-    store = open_store(load_aggregator_config(args.config))
+    store = open_any_store(load_aggregator_config(args.config))
     try:
         with store.transaction():
             action = decide_enroll(dev, key, _device_state(store, dev))
@@ -240,7 +270,7 @@ def _enroll(args: argparse.Namespace) -> int:
 
 
 def _apply_rotation(args: argparse.Namespace) -> int:
-    from edgeledger.aggregator.config import load_aggregator_config, open_store
+    from edgeledger.aggregator.config import load_aggregator_config, open_any_store
     from edgeledger.aggregator.enrollment import Action, parse_rotation
 
     try:
@@ -252,7 +282,7 @@ def _apply_rotation(args: argparse.Namespace) -> int:
                                                     f"not {args.device_id}")
     if args.pubkey is not None and _read_key(args.pubkey, "PUBKEY")[0] != rotation.new:
         raise ConfigError(str(args.rotation), None, "the record's new key is not PUBKEY")
-    store = open_store(load_aggregator_config(args.config))
+    store = open_any_store(load_aggregator_config(args.config))
     try:
         action = _rotate_in_store(store, rotation)
     finally:
@@ -262,7 +292,7 @@ def _apply_rotation(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _rotate_in_store(store: SqliteStore, rotation: Rotation) -> Action:
+def _rotate_in_store(store: SqliteStore | PostgresStore, rotation: Rotation) -> Action:
     """Apply `rotation` with its event; a forged or stale one is journalled, then re-raised."""
     from edgeledger.aggregator.ingest import rotate_device
 
@@ -271,11 +301,11 @@ def _rotate_in_store(store: SqliteStore, rotation: Rotation) -> Action:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    from edgeledger.aggregator.config import load_aggregator_config, open_store
+    from edgeledger.aggregator.config import load_aggregator_config, open_any_store
     from edgeledger.aggregator.enrollment import Action, decide_revoke
 
     dev = args.device_id
-    store = open_store(load_aggregator_config(args.config))
+    store = open_any_store(load_aggregator_config(args.config))
     try:
         with store.transaction():
             action = decide_revoke(dev, _device_state(store, dev))
@@ -294,10 +324,10 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 def _devices(args: argparse.Namespace) -> int:
-    from edgeledger.aggregator.config import load_aggregator_config, open_store
+    from edgeledger.aggregator.config import load_aggregator_config, open_any_store
     from edgeledger.aggregator.enrollment import kid
 
-    store = open_store(load_aggregator_config(args.config))
+    store = open_any_store(load_aggregator_config(args.config))
     try:
         devices = store.devices()
     finally:

@@ -132,5 +132,5 @@ def test_a_bad_config_is_named_and_nothing_is_created(tmp_path: Path) -> None:
                    f'path = "{tmp_path}/x.db"\nbackend = "postgres"\n[broker]\naddress = "h:1"\n')
     done = run("enroll", "--config", str(cfg), "gw-1", b64.encode(bytes(32)))
     assert done.returncode == 1
-    assert f"{cfg}: store.backend:" in done.stderr
+    assert f"{cfg}: store.path:" in done.stderr
     assert not (tmp_path / "x.db").exists()

@@ -48,6 +48,7 @@ def test_check_config_on_every_profile_names_missing_devices_as_warnings() -> No
 
 def test_the_aggregator_profile_parses() -> None:
     profiles = [p for p in (REPO / "hw_configs").glob("*.toml") if is_aggregator_file(p)]
-    assert [p.name for p in profiles] == ["aggregator.toml"]
-    result = read_aggregator_config(profiles[0])
-    assert result.errors == [], "\n".join(map(str, result.errors))
+    assert sorted(p.name for p in profiles) == ["aggregator-postgres.toml", "aggregator.toml"]
+    for profile in profiles:
+        result = read_aggregator_config(profile)
+        assert result.errors == [], "\n".join(map(str, result.errors))

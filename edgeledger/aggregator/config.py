@@ -6,11 +6,15 @@ in one pass, and an unknown key is an error. A file is an aggregator file when i
 has an `[aggregator]` table; `edgeledger check-config` dispatches on that.
 
     [aggregator]  origin, key_file, max_skew_ms
-    [store]       backend ("sqlite"; "postgres" is reserved), path
+    [store]       backend ("sqlite" or "postgres"), path (sqlite); dsn or host, port,
+                  dbname, user, password_file, schema, connect_timeout_s (postgres)
     [checkpoint]  interval_ms, every_blocks
     [broker]      address, prefix, client_id, username, password_file,
                   mqtt_version, keepalive_s, [broker.tls] ca_file, cert_file, key_file
     [http]        listen
+    [cluster]     group, failover_ms, poll_ms, hold_ms, max_batch (postgres only)
+
+The postgres keys and [cluster] are read by edgeledger/aggregator/pgconfig.py.
 
 Files that may live on another machine than the one running check-config (a
 password file, TLS material) are notes when absent, errors when present but unfit.
@@ -24,9 +28,18 @@ import os
 import re
 import stat
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from edgeledger.aggregator.pgconfig import (
+    ClusterConfig,
+    PostgresConfig,
+    open_postgres_store,
+    read_cluster,
+    read_postgres,
+    refuse_postgres_keys,
+)
 from edgeledger.aggregator.store.sqlite import SqliteStore
 from edgeledger.configtable import ConfigTable
 from edgeledger.core.errors import ConfigError
@@ -34,9 +47,12 @@ from edgeledger.core.note import Signer, valid_name
 from edgeledger.keyfile import load_signer, write_signer
 from edgeledger.sync.topics import DEFAULT_PREFIX, MAX_PREFIX, valid_prefix
 
+if TYPE_CHECKING:
+    from edgeledger.aggregator.store.postgres import PostgresStore
+
 DAY_MS = 86_400_000
 BACKENDS = ("sqlite", "postgres")
-AVAILABLE_BACKENDS = ("sqlite",)
+AVAILABLE_BACKENDS = ("sqlite", "postgres")
 MQTT_VERSIONS = ("3.1.1", "5")
 DEFAULT_STORE = Path("/var/lib/edgeledger-aggregator/aggregator.db")
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -52,6 +68,8 @@ class StoreConfig:
 
     backend: str = "sqlite"
     path: Path = DEFAULT_STORE
+    postgres: PostgresConfig | None = None
+    """Set exactly when `backend` is "postgres"."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +140,7 @@ class AggregatorConfig:
     checkpoint: CheckpointConfig
     broker: BrokerConfig
     http: HttpConfig
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 @dataclass(frozen=True)
@@ -180,6 +199,11 @@ def _store(t: ConfigTable | None) -> StoreConfig:
     if backend in BACKENDS and backend not in AVAILABLE_BACKENDS:
         t.fail("backend", f"{backend!r} is not available in this version of edgeledger; "
                           "use 'sqlite'")
+    if backend == "postgres":
+        postgres = read_postgres(t)
+        t.done()
+        return StoreConfig(backend, DEFAULT_STORE, postgres)
+    refuse_postgres_keys(t, backend)
     path = t.text("path", str(DEFAULT_STORE), what="a file path")
     if path == "":
         t.fail("path", "must not be empty")
@@ -286,10 +310,15 @@ def read_aggregator_config(path: Path) -> AggregatorConfigResult:
     broker_table = root.table("broker", required=True)
     broker = _broker(broker_table) if broker_table else None
     http = _http(root.table("http"))
+    cluster_table = root.table("cluster")
+    if cluster_table is not None and store.backend != "postgres":
+        cluster_table.note(None, "only used with store.backend = 'postgres'")
+    cluster = read_cluster(cluster_table)
     root.done()
     if errors or broker is None:
         return AggregatorConfigResult(None, errors, notes)
-    config = AggregatorConfig(path, origin, key_file, skew, store, checkpoint, broker, http)
+    config = AggregatorConfig(path, origin, key_file, skew, store, checkpoint, broker, http,
+                              cluster)
     return AggregatorConfigResult(config, [], notes)
 
 
@@ -320,7 +349,13 @@ def load_or_create_log_signer(config: AggregatorConfig) -> Signer:
 
 
 def open_store(config: AggregatorConfig) -> SqliteStore:
-    """Open (creating if new) the configured store; its directory is made 0700 if absent."""
+    """Open (creating if new) the configured SQLite store; its directory is made 0700 if absent.
+
+    The postgres backend is opened with `pgconfig.open_postgres_store`.
+    """
+    if config.store.postgres is not None:
+        raise ConfigError(str(config.path), "store.backend",
+                          "this command works on the 'sqlite' backend only, for now")
     path = config.store.path
     if not path.parent.exists():
         try:
@@ -329,3 +364,10 @@ def open_store(config: AggregatorConfig) -> SqliteStore:
             raise ConfigError(str(config.path), "store.path",
                               f"cannot create {path.parent}: {exc.strerror}") from exc
     return SqliteStore(path)
+
+
+def open_any_store(config: AggregatorConfig) -> SqliteStore | PostgresStore:
+    """The configured store, whichever the backend (for enroll, revoke, devices)."""
+    if config.store.postgres is not None:
+        return open_postgres_store(config.store.postgres, config.cluster, "edgeledger-cli")
+    return open_store(config)

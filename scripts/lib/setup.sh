@@ -69,3 +69,53 @@ ensure_venv() {
         printf '%s' "$want" > "$stamp"
     fi
 }
+
+# --- PostgreSQL for tests/aggregator/postgres -----------------------------------------
+# ensure_postgres: a database `test` the current user may use without a password, on
+# 127.0.0.1:5432 or the local socket. As root it installs the Debian package, creates
+# and starts the cluster, the role and the database (peer authentication over the
+# socket: pg_hba.conf is not touched); otherwise it prints the commands to run.
+# EDGELEDGER_TEST_PG (a libpq connection string) points the tests elsewhere.
+PG_TCP="host=127.0.0.1 port=5432 dbname=test"
+PG_SOCKET="host=/var/run/postgresql dbname=test"
+pg_answers() {
+    command -v psql >/dev/null 2>&1 || return 1
+    local dsn
+    for dsn in "$PG_TCP" "$PG_TCP user=postgres" "$PG_SOCKET"; do
+        PGCONNECT_TIMEOUT=3 psql "$dsn" -Atqc 'SELECT 1' >/dev/null 2>&1 </dev/null && return 0
+    done
+    return 1
+}
+as_postgres() { runuser -u postgres -- "$@" </dev/null; }
+ensure_postgres() {
+    [ -n "${EDGELEDGER_TEST_PG:-}" ] && return 0
+    pg_answers && return 0
+    local me version
+    me=$(id -un)
+    if ! is_root; then
+        die "the PostgreSQL tests need a database 'test' that $me may use without a password; run:
+  sudo apt-get install -y postgresql
+  sudo -u postgres createuser $me
+  sudo -u postgres createdb -O $me test
+then run this command again (or set EDGELEDGER_TEST_PG to a libpq connection string)"
+    fi
+    need postgresql /usr/bin/pg_ctlcluster
+    version=$(pg_lsclusters -h 2>/dev/null | awk '$2 == "main" {print $1; exit}')
+    if [ -z "$version" ]; then
+        version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+        say "creating the PostgreSQL $version cluster 'main'"
+        pg_createcluster "$version" main >&2 || die "pg_createcluster $version main failed"
+    fi
+    if ! pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "main" {print $4}' |
+            grep -q online; then
+        say "starting PostgreSQL $version main"
+        pg_ctlcluster --skip-systemctl-redirect "$version" main start >&2 ||
+            die "could not start PostgreSQL; see: pg_ctlcluster $version main start"
+    fi
+    as_postgres psql -Atqc "SELECT 1 FROM pg_roles WHERE rolname = '$me'" | grep -q 1 ||
+        as_postgres createuser "$me" || die "could not create the PostgreSQL role $me"
+    as_postgres psql -Atqc "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1 ||
+        as_postgres createdb -O "$me" test || die "could not create the database 'test'"
+    pg_answers || die "PostgreSQL runs, but $me cannot use the database 'test' on" \
+        "127.0.0.1:5432 or /var/run/postgresql; see /var/log/postgresql/"
+}
