@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from mosquitto import Mosquitto, running_broker
+from mosquitto import Mosquitto, free_port, running_broker
 
 from edgeledger.aggregator.enrollment import (
     MAX_ROTATION,
@@ -358,6 +358,8 @@ every_blocks = 1000
 address = "{broker.address}"
 prefix = "{PREFIX}"
 client_id = "attacked-aggregator"
+[http]
+listen = "127.0.0.1:{free_port()}"
 """)
     return config
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mosquitto import Mosquitto
+from mosquitto import Mosquitto, free_port
 
 from edgeledger.aggregator.log import CanonicalLog
 from edgeledger.aggregator.store.sqlite import SqliteStore
@@ -53,6 +53,8 @@ address = "{broker}"
 prefix = "{PREFIX}"
 client_id = "agg-under-test"
 {extra}
+[http]
+listen = "127.0.0.1:{free_port()}"
 """)
     return path
 
