@@ -101,7 +101,9 @@ class BrokerConfig:
     username: str | None = None
     password_file: Path | None = None
     tls: TlsConfig | None = None
-    mqtt_version: str = "5"
+    mqtt_version: str = "3.1.1"
+    """3.1.1 by default: everything sync needs, and paho handles each message ~10% faster
+    than with MQTT 5's properties (benchmarks/sync); "5" for session expiry."""
     keepalive_s: int = 30
 
     def password(self) -> str | None:

@@ -61,7 +61,7 @@ def test_a_minimal_file_takes_defaults(tmp_path: Path) -> None:
     assert config.checkpoint.interval_ms == 1000 and config.checkpoint.every_blocks == 1000
     assert config.max_skew_ms == 300_000
     assert config.broker.prefix == "edgeledger/v1" and config.broker.tls is None
-    assert config.broker.mqtt_version == "5" and config.broker.password() is None
+    assert config.broker.mqtt_version == "3.1.1" and config.broker.password() is None
 
 
 def test_everything_set(tmp_path: Path) -> None:
