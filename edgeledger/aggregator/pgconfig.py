@@ -162,9 +162,10 @@ def read_cluster(t: ConfigTable | None) -> ClusterConfig:
 def open_postgres_store(pg: PostgresConfig, cluster: ClusterConfig,
                         application: str = "edgeledger-aggregator",
                         settings: dict[str, str] | None = None,
-                        read_only: bool = False) -> PostgresStore:
-    """Connect to the configured store (creating or migrating its schema); ConfigError if
-    psycopg is missing, the server cannot be reached, or the schema is not ours."""
+                        read_only: bool = False, create: bool = True) -> PostgresStore:
+    """Connect to the configured store (creating or migrating its schema unless `create`
+    is False); ConfigError if psycopg is missing, the server cannot be reached, or the
+    schema is not ours (or, without `create`, not there)."""
     try:
         from edgeledger.aggregator.store.postgres import PostgresStore
     except ImportError as exc:
@@ -173,4 +174,4 @@ def open_postgres_store(pg: PostgresConfig, cluster: ClusterConfig,
     return PostgresStore(pg.conninfo(application, cluster.failover_ms), pg.schema,
                          where=pg.where(),
                          failover_ms=cluster.failover_ms, settings=settings,
-                         read_only=read_only)
+                         read_only=read_only, create=create)

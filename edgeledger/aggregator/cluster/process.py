@@ -121,10 +121,16 @@ class ClusterProcess:
         self._thread = threading.Thread(target=self._run_sequencer, name="sequencer",
                                         daemon=True)
         self.failed: BaseException | None = None
+        self._schema_ready = False
 
     def _open(self, application: str = "edgeledger-worker",
               settings: dict[str, str] | None = None) -> PostgresStore:
-        return open_postgres_store(self.pg, self.cluster, application, settings)
+        """A connection to the store; only the process's first one may create the schema
+        (a schema gone under a running process is a fault, never re-created empty)."""
+        store = open_postgres_store(self.pg, self.cluster, application, settings,
+                                    create=not self._schema_ready)
+        self._schema_ready = True
+        return store
 
     # --- lifecycle -------------------------------------------------------------------
 

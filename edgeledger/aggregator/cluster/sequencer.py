@@ -108,6 +108,10 @@ class _View:
         return self.qs.get((dev, sensor))
 
 
+GUARD_PAUSE_S = 5.0
+"""How long a candidate waits after a guard refused to let it lead."""
+
+
 class Sequencer:
     """A candidate, and while elected the sequencer; `run` is its thread."""
 
@@ -124,6 +128,9 @@ class Sequencer:
         """Set to end: a leading sequencer drains what it can decide and signs first."""
         self.leading = threading.Event()
         self.terms = 0
+        self.highest_seen = -1
+        """The highest checkpoint height this process led or saw (it never leads a log
+        that went back below it)."""
         self.blocks_in = 0
         self._told: dict[str, str] = {}
 
@@ -131,6 +138,7 @@ class Sequencer:
         """Be a candidate until `stop`; lead whenever elected (the thread's target)."""
         poll = self.settings.poll_ms / 1000
         while not self.stop.is_set():
+            pause = poll
             try:
                 store = self.open_store()
             except EdgeLedgerError as exc:
@@ -147,10 +155,11 @@ class Sequencer:
             except EdgeLedgerError as exc:  # a guard refused a write: nothing was committed
                 log.error("sequencer %s: %s; stepping down and standing again",
                           self.settings.holder, exc)
+                pause = max(poll, GUARD_PAUSE_S)  # one line every few seconds, not a flood
             finally:
                 self.leading.clear()
                 store.close()
-            self.stop.wait(poll)
+            self.stop.wait(pause)
 
     def _candidate(self, store: PostgresStore, poll: float) -> None:
         key = lock_key(store.schema, "sequencer")
@@ -174,9 +183,11 @@ class Sequencer:
         cursor = store.last_event_id()
         log.info("sequencer: elected (term %d, holder %s): log size %d, queue %d",
                  term, self.settings.holder, canonical.size, queue.depth(store))
+        self._check_not_behind(canonical)
         checkpointer.maybe_sign(clock.wall_ms())
         self._publish_checkpoint(checkpointer.note)
         while True:
+            self._seen_height(canonical)
             finishing = self.stop.is_set()
             out = self.append_batch(store, canonical)
             if out is not None:
@@ -194,6 +205,23 @@ class Sequencer:
         checkpointer.sign(clock.wall_ms())
         self._publish_checkpoint(checkpointer.note)
         log.info("sequencer: stepping down at stop (term %d): log size %d", term, canonical.size)
+
+    def _check_not_behind(self, canonical: CanonicalLog) -> None:
+        """Refuse to lead a log whose checkpoint chain is behind one this process saw: the
+        store went back (a restore, a dropped schema), and signing on would fork the log."""
+        last = canonical.checkpoint
+        height = -1 if last is None else last.height
+        if height < self.highest_seen:
+            raise EdgeLedgerError(f"the store's last checkpoint is height {height}, but this "
+                                  f"process saw height {self.highest_seen}: the log went "
+                                  "back (a restore? a dropped schema?); refusing to sign a "
+                                  "second chain with the same key")
+        self._seen_height(canonical)
+
+    def _seen_height(self, canonical: CanonicalLog) -> None:
+        last = canonical.checkpoint
+        if last is not None:
+            self.highest_seen = max(self.highest_seen, last.height)
 
     def append_batch(self, store: PostgresStore, canonical: CanonicalLog) -> Outcome | None:
         """One transaction: decide up to max_batch queued blocks, append, journal, dequeue."""

@@ -128,13 +128,16 @@ class StoreFault(EdgeLedgerError):
 
 
 def connect(conninfo: str, where: str, schema: str, settings: dict[str, str],
-            read_only: bool = False) -> Conn:
+            read_only: bool = False, create: bool = True) -> Conn:
     """An autocommit connection with `settings` applied and `schema` first on the path.
 
     A server that does not answer is a StoreFault (`lost`: try again later); one that
     answers with a refusal (authentication, no such database, privileges) is a
     ConfigError naming `where`: retrying will not help. `read_only` (the HTTP API's
     readers) changes no schema and refuses writes: the schema must exist, current.
+    `create=False` (every reconnect after a process's first open) requires the schema
+    too: a schema that vanished under a running process (dropped, a restore) is a
+    fault, never re-created empty, which would let its sequencer sign a second chain.
     """
     try:
         conn = psycopg.connect(conninfo, autocommit=True)
@@ -150,10 +153,11 @@ def connect(conninfo: str, where: str, schema: str, settings: dict[str, str],
             conn.execute("SELECT set_config(%s, %s, false)", (name, value))
         if conn.execute("SHOW synchronous_commit").fetchone() in (("off",), ("local",)):
             conn.execute("SET synchronous_commit = on")
-        if read_only:
+        if read_only or not create:
             _check_current(conn, schema, where)
+        if read_only:
             conn.execute("SET default_transaction_read_only = on")
-        else:
+        elif create:
             prepare_schema(conn, schema, where)
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
     except BaseException:

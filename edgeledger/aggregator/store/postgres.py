@@ -63,14 +63,14 @@ class PostgresStore(PgReads):
 
     def __init__(self, conninfo: str, schema: str = "edgeledger", *, where: str = "",
                  failover_ms: int = 5000, settings: dict[str, str] | None = None,
-                 read_only: bool = False) -> None:
+                 read_only: bool = False, create: bool = True) -> None:
         self.schema = schema
         self.where = where or f"postgres schema {schema}"
         self._depth = 0
         self._seen_size: int | None = None
         self._conn: Conn = connect(conninfo, self.where, schema,
                                    {**session_settings(failover_ms), **(settings or {})},
-                                   read_only)
+                                   read_only, create)
 
     @property
     def path(self) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from mosquitto import Mosquitto, free_port
 from pgcluster import (
@@ -214,3 +215,32 @@ def test_a_frozen_sequencer_is_replaced_and_cannot_append_when_it_thaws(env: Env
     check_run(env.store, env.devices, env.log_key)
     print(f"frozen sequencer (failover_ms 2000) takeover ms: {since - frozen_at}")
     assert since - frozen_at < 4000
+
+
+def test_a_store_that_goes_back_under_a_running_process_is_not_signed_again(
+        env: Env, pg_dsn: str, pg_schema: str) -> None:
+    """A dropped schema is not re-created by a running process, and a store restored to
+    an older state (here: made empty again) is not led by a process that saw more: either
+    would let it sign a second chain with the same log key."""
+    proc = env.start(env.make_config())
+    proc.wait_for("aggregator running")
+    env.sequencer()
+    env.stream(1, rate_hz=20)
+    deadline = time.monotonic() + 20
+    while (env.store.last_checkpoint() or "\n0\n").split("\n")[1] in ("0", "1") and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
+    for device in env.devices:
+        device.stop.set()
+    env.store.close()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{pg_schema}" CASCADE')
+    proc.wait_for("holds no current EdgeLedger store", timeout=20)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        gone = conn.execute("SELECT count(*) FROM information_schema.schemata WHERE "
+                            "schema_name = %s", (pg_schema,)).fetchone()
+    assert gone == (0,), "the running process re-created the dropped schema"
+    env.store = PostgresStore(pg_dsn, pg_schema)  # an empty store: a restore gone wrong
+    proc.wait_for("refusing to sign a second chain", timeout=30)
+    assert env.store.last_checkpoint() is None
+    assert proc.alive()
