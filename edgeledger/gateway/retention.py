@@ -43,18 +43,9 @@ Removed heights make `Ledger.block(h)` raise PrunedError (h and the segment name
 `first_kept_height(ledger)` says where the blocks on disk begin, and the result's
 `drop_payload` is what the sync layer can forward to the aggregator as is.
 
-DROP record (journal record kind DROP):
-
-    payload = CBOR {"rec": bytes, "sig": bytes(64)}
-    rec     = deterministic CBOR map {
-        "v": 1, "dev": device id, "kid": 8-byte key id (as in a block's COSE header),
-        "h0": first dropped height, "h1": last dropped height (h0 <= h1),
-        "prev": the `prev` of block h0 (hash of block h0-1), "last": hash of block h1,
-        "cnt": readings dropped, "t0"/"t1": earliest/latest time in the dropped blocks
-        (Unix ms, from their headers), "ts": gateway time of the drop (Unix ms),
-        "why": reason text ("quota") }
-    sig     = Ed25519(device key, DROP_CONTEXT || rec)
-
+DROP record (journal record kind DROP): the device's signed account of what a drop
+took, format in edgeledger/core/droprecord.py; the sync layer forwards it to the
+aggregator, which lets the device's chain continue past the dropped heights.
 `prev` and `last` let a verifier bridge the gap: block h1+1 names `last` as its prev.
 `verify_drop(payload, public_key)` checks all of it. If the device dies between the
 durable record and the deletion, the blocks are still there and a later record may

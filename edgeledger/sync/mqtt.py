@@ -248,14 +248,7 @@ class MqttTransport:
         future fails with TransportError if the broker refuses it (MQTT 5 reason
         code, e.g. not authorised) or the transport is closed first.
         """
-        if self._closing:
-            raise TransportError(f"{self.address}: publish to {topic!r} after close()")
-        try:
-            info = self._client.publish(topic, payload, qos, retain)
-        except ValueError as err:
-            raise TransportError(f"{self.address}: publish to {topic!r}: {err}") from err
-        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-            raise TransportError(f"{self.address}: publish to {topic!r}: outgoing queue is full")
+        info = self._queue(topic, payload, qos, retain)
         if qos == 0 and info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise TransportError(f"{self.address}: publish to {topic!r}: not connected (QoS 0)")
         return self._register(info.mid)
@@ -268,14 +261,7 @@ class MqttTransport:
         For a busy publisher that never waits (the aggregator's acks): the message is
         still kept and re-sent across reconnects; only nobody is told when it lands.
         """
-        if self._closing:
-            raise TransportError(f"{self.address}: publish to {topic!r} after close()")
-        try:
-            info = self._client.publish(topic, payload, qos, retain)
-        except ValueError as err:
-            raise TransportError(f"{self.address}: publish to {topic!r}: {err}") from err
-        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-            raise TransportError(f"{self.address}: publish to {topic!r}: outgoing queue is full")
+        info = self._queue(topic, payload, qos, retain)
         if qos == 0:
             return
         with self._lock:  # the PUBACK may have come already (see _outcome)
@@ -331,6 +317,18 @@ class MqttTransport:
                 )
 
     # -- helpers -----------------------------------------------------------------
+
+    def _queue(self, topic: str, payload: bytes, qos: int, retain: bool) -> paho.MQTTMessageInfo:
+        """Hand a message to paho; TransportError after close() or with a full queue."""
+        if self._closing:
+            raise TransportError(f"{self.address}: publish to {topic!r} after close()")
+        try:
+            info = self._client.publish(topic, payload, qos, retain)
+        except ValueError as err:
+            raise TransportError(f"{self.address}: publish to {topic!r}: {err}") from err
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            raise TransportError(f"{self.address}: publish to {topic!r}: outgoing queue is full")
+        return info
 
     def _shutdown(self) -> None:
         self._closing = True
