@@ -366,14 +366,16 @@ def test_tls_with_a_private_ca(
 def test_publish_nowait_delivers_and_keeps_no_bookkeeping(
     mosquitto: Mosquitto, clients: Callable[..., MqttTransport]
 ) -> None:
-    """The aggregator's acks: thousands of QoS 1 publishes without futures."""
+    """The aggregator's acks: many QoS 1 publishes without futures. (Fewer than the
+    broker's default queue of 1,000 per subscriber: past it Mosquitto drops QoS 1
+    messages for a slow subscriber, which the sync protocol's resends cover.)"""
     watcher = clients(mosquitto, "watcher")
     watcher.subscribe([f"{P}/dev/+/ack"])
     sender = clients(mosquitto, "sender")
-    for i in range(2000):
+    for i in range(600):
         sender.publish_nowait(f"{P}/dev/gw-{i % 7}/ack", b"%d" % i)
-    got = collect(watcher, count(2000), timeout=30)
-    assert sorted(int(p) for p in payloads(got)) == list(range(2000))
+    got = collect(watcher, count(600), timeout=30)
+    assert sorted(int(p) for p in payloads(got)) == list(range(600))
     deadline = time.monotonic() + 5
     while (sender._untracked or sender._early) and time.monotonic() < deadline:
         time.sleep(0.05)
