@@ -38,19 +38,20 @@ from typing import Any
 
 import pytest
 
+from edgeledger.core.errors import EdgeLedgerError
+from edgeledger.demo import processes as demo_processes
+from edgeledger.demo.processes import free_port
+
 APT_LINE = "sudo apt-get install -y mosquitto"
 HOST = "127.0.0.1"
 
 
 def find_mosquitto() -> str:
-    """The mosquitto binary (often in /usr/sbin, which is not on a user's PATH)."""
-    found = shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)),
-        None,
-    )
-    if found is None:
+    """The mosquitto binary (edgeledger.demo's lookup), or the test fails saying what to run."""
+    try:
+        return demo_processes.find_mosquitto()
+    except EdgeLedgerError:
         pytest.fail(f"mosquitto is not installed; run: {APT_LINE}", pytrace=False)
-    return found
 
 
 def find_mosquitto_passwd() -> str:
@@ -61,14 +62,6 @@ def find_mosquitto_passwd() -> str:
     if found is None:
         pytest.fail(f"mosquitto_passwd is not installed; run: {APT_LINE}", pytrace=False)
     return found
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,9 @@ from typing import IO, Any
 
 from benchmarks.sync.fleet import checkpoint_size, device_id, device_signer
 from edgeledger.aggregator.store.sqlite import SqliteStore
+from edgeledger.core.errors import EdgeLedgerError
+from edgeledger.demo import processes as demo_processes
+from edgeledger.demo.processes import free_port
 from edgeledger.sync.mqtt import MqttTransport, Received
 from edgeledger.sync.topics import checkpoint_topic
 
@@ -38,21 +41,12 @@ ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def find_mosquitto() -> str:
-    """The mosquitto binary (often in /usr/sbin, off a user's PATH)."""
-    for path in (shutil.which("mosquitto"), "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
-        if path and os.access(path, os.X_OK):
-            return path
-    raise SystemExit("mosquitto is not installed (sudo apt-get install -y mosquitto), "
-                     "or pass --broker HOST:PORT")
+    """The mosquitto binary (edgeledger.demo's lookup); exits saying what to install."""
+    try:
+        return demo_processes.find_mosquitto()
+    except EdgeLedgerError as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 class Broker:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgeledger.aggregator.ingest import IngestPolicy
 from edgeledger.aggregator.pgconfig import (
     ClusterConfig,
     PostgresConfig,
@@ -143,6 +144,11 @@ class AggregatorConfig:
     broker: BrokerConfig
     http: HttpConfig
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    def ingest_policy(self) -> IngestPolicy:
+        """What ingest enforces: blocks further than `max_skew_ms` ahead of the receive
+        time are flagged (0 is taken as 1 ms: the policy needs a positive bound)."""
+        return IngestPolicy(max_ahead_ms=max(1, self.max_skew_ms))
 
 
 @dataclass(frozen=True)

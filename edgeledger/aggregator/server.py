@@ -49,21 +49,22 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgeledger import clock
 from edgeledger.aggregator.checkpointer import Checkpointer
 from edgeledger.aggregator.config import (
     AggregatorConfig,
+    BrokerConfig,
     load_aggregator_config,
     load_or_create_log_signer,
     open_store,
 )
-from edgeledger.aggregator.ingest import Ingest, IngestPolicy
+from edgeledger.aggregator.ingest import Ingest
 from edgeledger.aggregator.log import CanonicalLog
 from edgeledger.aggregator.service import AggregatorSync
 from edgeledger.aggregator.store.sqlite import SqliteStore
-from edgeledger.core.errors import ConfigError, EdgeLedgerError, TransportError
+from edgeledger.core.errors import EX_CONFIG, ConfigError, EdgeLedgerError, TransportError
 from edgeledger.gateway.sdnotify import Notifier
 from edgeledger.logs import setup_logging
 from edgeledger.sync.device import Publish
@@ -76,7 +77,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgeledger.aggregator")
 
-EX_CONFIG = 78
 TICK_S = 0.1
 """The longest a turn waits for a message: checkpoints are checked this often."""
 MAX_BATCH = 512
@@ -99,8 +99,7 @@ class AggregatorServer:
         self.store = store
         signer = load_or_create_log_signer(config)
         self.log = CanonicalLog(store, signer)
-        policy = IngestPolicy(max_ahead_ms=max(1, config.max_skew_ms),
-                              max_behind_ms=IngestPolicy().max_behind_ms)
+        policy = config.ingest_policy()
         self.metrics = metrics
         if metrics is None:
             self.ingest = Ingest(self.log, store, policy)
@@ -115,7 +114,6 @@ class AggregatorServer:
         self.notifier = notifier or Notifier()
         self.stop = threading.Event()
         self.transport: MqttTransport | None = None
-        self.blocks_in = 0
         self.event_cursor = store.last_event_id()
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -145,13 +143,7 @@ class AggregatorServer:
     def turn(self, wait_s: float) -> None:
         """Wait up to `wait_s` for a message, handle it and all others queued, then tick."""
         assert self.transport is not None
-        first = self.transport.get(wait_s)
-        events = [] if first is None else [first]
-        while len(events) < MAX_BATCH:
-            more = self.transport.get(0)
-            if more is None:
-                break
-            events.append(more)
+        events = take_batch(self.transport.get, wait_s, MAX_BATCH)
         self.taken_at = time.monotonic()
         self._handle(events)
         self._publish(self.sync.tick(clock.wall_ms()))
@@ -162,7 +154,7 @@ class AggregatorServer:
         self.notifier.stopping("draining")
         transport = self.transport
         if transport is not None:
-            while events := _queued(transport):
+            while events := take_batch(transport.get, 0, MAX_BATCH):
                 self.taken_at = time.monotonic()
                 self._handle(events)
         note = self.checkpointer.sign(clock.wall_ms())
@@ -213,7 +205,6 @@ class AggregatorServer:
             blocks = sum(topic.endswith("/blk") for topic, _ in messages)
             self.metrics.observe_ingest(time.monotonic() - self.taken_at, blocks)
         appended = self.log.size - size
-        self.blocks_in += appended
         if appended:
             log.debug("aggregator: %d message(s), %d block(s) appended; log size %d",
                       len(messages), appended, self.log.size)
@@ -250,44 +241,59 @@ class AggregatorServer:
 
     def _connect(self) -> MqttTransport | None:
         """Connect and subscribe, retrying with backoff until it works or `stop` is set."""
-        delay, failures = RETRY_MIN_S, 0
-        while not self.stop.is_set():
-            transport = self._transport()
-            try:
-                transport.connect(CONNECT_TIMEOUT_S)
-                transport.subscribe(aggregator_subscriptions(self.config.broker.prefix),
-                                    timeout=CONNECT_TIMEOUT_S)
-            except TransportError as exc:
-                with contextlib.suppress(TransportError):
-                    transport.close()
-                level = logging.WARNING if failures == 0 else logging.DEBUG
-                log.log(level, "aggregator: %s; retrying in %.0f s", exc, delay)
-                failures += 1
-                self.notifier.status(f"waiting for the broker {self._address()}")
-                if self.stop.wait(delay):
-                    return None
-                delay = min(delay * 2, RETRY_MAX_S)
-                continue
-            return transport
-        return None
-
-    def _transport(self) -> MqttTransport:
         b = self.config.broker
-        tls = None
-        if b.tls is not None:
-            tls = Tls(str(b.tls.ca_file), _opt(b.tls.cert_file), _opt(b.tls.key_file))
-        return MqttTransport(b.host, b.port, b.client_id, username=b.username,
-                             password=b.password(), tls=tls,
-                             protocol="5" if b.mqtt_version == "5" else "3.1.1",
-                             keepalive=b.keepalive_s, clean_start=False,
-                             reconnect_min=int(RETRY_MIN_S), reconnect_max=int(RETRY_MAX_S))
+        return connect_with_retry(lambda: broker_transport(b, b.client_id, clean_start=False),
+                                  aggregator_subscriptions(b.prefix), self.stop, self.notifier,
+                                  "aggregator")
 
 
-def _queued(transport: MqttTransport) -> list[Event]:
-    """Every event already queued, without waiting."""
-    events = []
-    while (event := transport.get(0)) is not None:
+def broker_transport(broker: BrokerConfig, client_id: str, **options: Any) -> MqttTransport:
+    """A transport to the configured broker (address, user, TLS, MQTT version, keepalive)."""
+    b = broker
+    tls = None
+    if b.tls is not None:
+        tls = Tls(str(b.tls.ca_file), _opt(b.tls.cert_file), _opt(b.tls.key_file))
+    return MqttTransport(b.host, b.port, client_id, username=b.username, password=b.password(),
+                         tls=tls, protocol="5" if b.mqtt_version == "5" else "3.1.1",
+                         keepalive=b.keepalive_s, reconnect_min=int(RETRY_MIN_S),
+                         reconnect_max=int(RETRY_MAX_S), **options)
+
+
+def connect_with_retry(make: Callable[[], MqttTransport], filters: list[str],
+                       stop: threading.Event, notifier: Notifier,
+                       who: str) -> MqttTransport | None:
+    """Connect a transport from `make` and subscribe to `filters`, retrying with backoff
+    (1 s doubling to 30 s) while the broker does not answer; None if `stop` came first."""
+    delay, failures = RETRY_MIN_S, 0
+    while not stop.is_set():
+        transport = make()
+        try:
+            transport.connect(CONNECT_TIMEOUT_S)
+            transport.subscribe(filters, timeout=CONNECT_TIMEOUT_S)
+        except TransportError as exc:
+            with contextlib.suppress(TransportError):
+                transport.close()
+            level = logging.WARNING if failures == 0 else logging.DEBUG
+            log.log(level, "%s: %s; retrying in %.0f s", who, exc, delay)
+            failures += 1
+            notifier.status(f"waiting for the broker {transport.address}")
+            if stop.wait(delay):
+                return None
+            delay = min(delay * 2, RETRY_MAX_S)
+            continue
+        return transport
+    return None
+
+
+def take_batch(get: Callable[[float], Event | None], wait_s: float, limit: int) -> list[Event]:
+    """Wait up to `wait_s` for one event, then take those already queued, at most `limit`."""
+    events: list[Event] = []
+    event = get(wait_s)
+    while event is not None:
         events.append(event)
+        if len(events) == limit:
+            break
+        event = get(0)
     return events
 
 

@@ -14,13 +14,13 @@ refused (ConfigError naming the file) rather than trusted or silently replaced.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from edgeledger.atomicfile import replace_file
 from edgeledger.core.checkpoint import Checkpoint, open_checkpoint
 from edgeledger.core.errors import ConfigError, DecodeError, VerificationError
 from edgeledger.core.note import Verifier
@@ -72,27 +72,9 @@ def save_state(path: Path, key: Verifier, note: str, cp: Checkpoint, now_ms: int
     body = json.dumps({"version": STATE_VERSION, "origin": cp.origin,
                        "verifier_key": key.text(), "height": cp.height, "size": cp.size,
                        "saved_ms": now_ms, "checkpoint": note}, indent=1) + "\n"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(body)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        replace_file(path, body.encode(), path.with_name(f".{path.name}.tmp-{os.getpid()}"))
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         raise ConfigError(str(path), None, f"cannot write the audit state: "
                                            f"{exc.strerror or exc}") from exc
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable (a directory entry is data of the directory)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

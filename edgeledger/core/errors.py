@@ -6,6 +6,10 @@ index), so that an operator can act on it without reading the code.
 
 from __future__ import annotations
 
+EX_CONFIG = 78
+"""Exit status for a ConfigError (sysexits.h EX_CONFIG): the unit files stop restarting
+on it, since restarting cannot fix a configuration."""
+
 
 class EdgeLedgerError(Exception):
     """Root of every error EdgeLedger raises on purpose."""

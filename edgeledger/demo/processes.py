@@ -30,11 +30,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from edgeledger.core.errors import EdgeLedgerError
+from edgeledger.core.errors import EX_CONFIG, EdgeLedgerError
 
 APT_LINE = "sudo apt-get install -y mosquitto"
 HOST = "127.0.0.1"
-EX_CONFIG = 78
 TAIL_LINES = 15
 PR_SET_PDEATHSIG = 1
 

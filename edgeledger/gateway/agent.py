@@ -41,7 +41,7 @@ from types import FrameType
 from edgeledger import clock
 from edgeledger.config import AgentConfig, parse_agent_config
 from edgeledger.core.block import key_id
-from edgeledger.core.errors import ConfigError, EdgeLedgerError
+from edgeledger.core.errors import EX_CONFIG, ConfigError, EdgeLedgerError
 from edgeledger.core.note import Signer
 from edgeledger.core.reading import Reading
 from edgeledger.gateway.identity import check_identity, load_or_create_key
@@ -56,7 +56,6 @@ from edgeledger.logs import setup_logging
 from edgeledger.sources.base import Sample, Source
 from edgeledger.sources.ranges import NO_RANGES, Ranges
 
-EX_CONFIG = 78  # sysexits.h: the unit file stops restarting on it
 log = logging.getLogger("edgeledger.agent")
 # A source with no schedule of its own (a serial reader thread queueing samples) is
 # polled at least this often: samples carry their reception time, so this bounds

@@ -17,6 +17,7 @@ import os
 import struct
 from pathlib import Path
 
+from edgeledger.atomicfile import replace_file
 from edgeledger.gateway.journal import JournalError, Position
 
 MAGIC = b"ELIDX\x00\x00\x01"
@@ -119,17 +120,7 @@ class BlockIndex:
             return False
         self.flush()
         entries = os.pread(self._fd, live * ENTRY.size, self._offset(first_kept))
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(HEADER.pack(MAGIC, first_kept) + entries)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_file(self.path, HEADER.pack(MAGIC, first_kept) + entries)
         os.close(self._fd)
         self._fd = os.open(self.path, os.O_RDWR)
         self.base = first_kept

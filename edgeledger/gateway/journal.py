@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeledger.atomicfile import fsync_dir, replace_file
 from edgeledger.core.errors import EdgeLedgerError, TransportError
 
 READING, SEAL, DROP = 1, 2, 3
@@ -263,7 +264,7 @@ class Journal:
         except DiskFullError:
             return False  # the buffer is kept; a later seal rolls (a seal must not fail)
         self.open_for_append(self._segment + 1, 0)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return True
 
     def close(self) -> None:
@@ -395,7 +396,7 @@ class Journal:
         aside = self._quarantine(path)
         kept = b"".join(data[r.pos.offset:r.pos.offset + r.size] for r in records
                         if r.pos.offset >= offset)
-        _replace_file(path, data[:offset] + kept)
+        replace_file(path, data[:offset] + kept)
         moved, end = _read_all(kept, number, offset)[0], offset + len(kept)
         return moved, end, [Damage(path, bad, lost, torn_tail=False, quarantined=aside)]
 
@@ -404,7 +405,7 @@ class Journal:
         aside_dir.mkdir(exist_ok=True)
         aside = aside_dir / f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}.damaged"
         shutil.copy2(path, aside)
-        _fsync_dir(aside_dir)
+        fsync_dir(aside_dir)
         return aside
 
 
@@ -430,22 +431,3 @@ def _read_all(data: bytes, number: int, base: int = 0) -> tuple[list[Record], in
         offset += 1
         lost += 1
     return records, first_bad, lost
-
-
-def _replace_file(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically: temp file, fsync, rename, fsync the directory."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -10,7 +10,6 @@ checkpoint, a clock flag, a disk-full episode), never one per reading.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
+from edgeledger.atomicfile import replace_file
 from edgeledger.core.errors import EdgeLedgerError
 from edgeledger.sync.device import SyncCursor
 
@@ -57,20 +57,7 @@ class AtomicJSONStorage(Storage):
     def write(self, data: dict[str, dict[str, Any]]) -> None:
         """Write `data` to a temp file, fsync it, rename it over the file, fsync the dir."""
         raw = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(raw)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(self.tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_file(self.path, raw, self.tmp)
 
     def close(self) -> None:
         """Nothing is held open between writes."""

@@ -9,8 +9,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import os
 import shutil
+import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -104,3 +107,27 @@ def copy_dir(src: Path, dst: Path) -> Path:
     """A copy of a data dir (a fresh case for a destructive test)."""
     shutil.copytree(src, dst)
     return dst
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[Callable[[Path, Path], tuple[subprocess.Popen[bytes],
+                                                                     Path]]]:
+    """Start agent processes (killed at the end if still running)."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(config: Path, data_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+        log = tmp_path / f"agent-{len(procs)}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG"))}
+        with open(log, "wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "edgeledger.cli", "agent", "--config", str(config),
+                 "--data-dir", str(data_dir), "--log-level", "debug"],
+                stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=tmp_path)
+        procs.append(proc)
+        return proc, log
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
@@ -206,30 +204,6 @@ resend_ms = 1000
     return path
 
 
-@pytest.fixture
-def agent(tmp_path: Path) -> Iterator[Callable[[Path, Path], tuple[subprocess.Popen[bytes],
-                                                                    Path]]]:
-    """Start one agent process (killed at the end if still running)."""
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(config: Path, data_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
-        log = tmp_path / "agent.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG"))}
-        with open(log, "wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "edgeledger.cli", "agent", "--config", str(config),
-                 "--data-dir", str(data_dir)],
-                stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=tmp_path)
-        procs.append(proc)
-        return proc, log
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 def state(data_dir: Path) -> dict[str, Any]:
     """The agent's state.json (written atomically, so always whole)."""
     try:
@@ -306,12 +280,12 @@ LIES: list[tuple[str, Callable[[LyingAggregator, Checkpoint], str], str]] = [
 
 def test_a_lying_aggregator_is_caught_and_nothing_uncovered_is_pruned(
         tmp_path: Path, mosquitto: Mosquitto,
-        agent: Callable[[Path, Path], tuple[subprocess.Popen[bytes], Path]]) -> None:
+        agents: Callable[[Path, Path], tuple[subprocess.Popen[bytes], Path]]) -> None:
     agg = LyingAggregator(mosquitto)
     data_dir = tmp_path / "gw"
     config = write_config(tmp_path / "agent.toml", mosquitto, agg.signer.verifier().text())
     try:
-        proc, log = agent(config, data_dir)
+        proc, log = agents(config, data_dir)
         # Honest phase: the quota is reached and covered blocks are pruned.
         wait("pruning under the quota", lambda: counter(data_dir, "pruned_segments") >= 1,
              45, log)

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -187,30 +185,6 @@ window = 4
 resend_ms = 1000
 """)
     return path
-
-
-@pytest.fixture
-def agents(tmp_path: Path) -> Iterator[Callable[[Path, Path], tuple[subprocess.Popen[bytes],
-                                                                     Path]]]:
-    """Start agent processes (killed at the end if still running)."""
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(config: Path, data_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
-        log = tmp_path / f"agent-{len(procs)}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG"))}
-        with open(log, "wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "edgeledger.cli", "agent", "--config", str(config),
-                 "--data-dir", str(data_dir), "--log-level", "debug"],
-                stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=tmp_path)
-        procs.append(proc)
-        return proc, log
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_agent_syncs_every_block_exactly_once_through_an_outage(

@@ -40,7 +40,6 @@ import re
 import signal
 import socket
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import FrameType
@@ -51,39 +50,30 @@ from edgeledger.aggregator.cluster.api import new_metrics, start_cluster_api
 from edgeledger.aggregator.cluster.sequencer import Sequencer, SequencerSettings
 from edgeledger.aggregator.cluster.worker import Worker, shared_subscriptions
 from edgeledger.aggregator.config import AggregatorConfig, load_or_create_log_signer
-from edgeledger.aggregator.ingest import IngestPolicy
 from edgeledger.aggregator.pgconfig import open_postgres_store
+from edgeledger.aggregator.server import (
+    CLOSE_WAIT_S,
+    MAX_BATCH,
+    RETRY_MAX_S,
+    RETRY_MIN_S,
+    TICK_S,
+    WATCHDOG_MS,
+    broker_transport,
+    connect_with_retry,
+    take_batch,
+)
 from edgeledger.aggregator.store.postgres import PostgresStore, StoreFault
-from edgeledger.core.errors import ConfigError, EdgeLedgerError, TransportError
+from edgeledger.core.errors import EX_CONFIG, ConfigError, EdgeLedgerError, TransportError
 from edgeledger.gateway.sdnotify import Notifier
 from edgeledger.sync.device import Publish
-from edgeledger.sync.mqtt import Connected, ConnectionLost, Event, MqttTransport, Received, Tls
+from edgeledger.sync.mqtt import Connected, ConnectionLost, MqttTransport, Received
 
 if TYPE_CHECKING:
     from edgeledger.aggregator.api.serve import ApiServer
 
 log = logging.getLogger("edgeledger.aggregator.cluster")
 
-EX_CONFIG = 78
-TICK_S = 0.1
-MAX_BATCH = 512
-CONNECT_TIMEOUT_S = 5.0
-RETRY_MIN_S, RETRY_MAX_S = 1.0, 30.0
-CLOSE_WAIT_S = 5.0
 JOIN_WAIT_S = 30.0
-WATCHDOG_MS = 1000
-
-
-def take_batch(get: Callable[[float], Event | None], wait_s: float, limit: int) -> list[Event]:
-    """Wait up to `wait_s` for one event, then take those already queued, at most `limit`."""
-    events: list[Event] = []
-    event = get(wait_s)
-    while event is not None:
-        events.append(event)
-        if len(events) == limit:
-            break
-        event = get(0)
-    return events
 
 
 def worker_name(client_id: str) -> str:
@@ -101,7 +91,7 @@ class ClusterProcess:
         self.config = config
         self.pg, self.cluster = config.store.postgres, config.cluster
         self.name = worker_name(config.broker.client_id)
-        self.policy = IngestPolicy(max_ahead_ms=max(1, config.max_skew_ms))
+        self.policy = config.ingest_policy()
         self.signer = load_or_create_log_signer(config)
         self.metrics = new_metrics()
         self.worker: Worker  # opened by run(): the database may not answer yet
@@ -276,31 +266,11 @@ class ClusterProcess:
 
     def _connect(self) -> MqttTransport | None:
         """Connect and subscribe (shared), retrying with backoff until it works or `stop`."""
-        delay, b = RETRY_MIN_S, self.config.broker
-        while not self.stop.is_set():
-            tls = None if b.tls is None else Tls(
-                str(b.tls.ca_file), None if b.tls.cert_file is None else str(b.tls.cert_file),
-                None if b.tls.key_file is None else str(b.tls.key_file))
-            transport = MqttTransport(
-                b.host, b.port, self.name, username=b.username, password=b.password(), tls=tls,
-                protocol="5" if b.mqtt_version == "5" else "3.1.1", keepalive=b.keepalive_s,
-                clean_start=True, session_expiry=0, reconnect_min=int(RETRY_MIN_S),
-                reconnect_max=int(RETRY_MAX_S))
-            try:
-                transport.connect(CONNECT_TIMEOUT_S)
-                transport.subscribe(shared_subscriptions(b.prefix, self.cluster.group),
-                                    timeout=CONNECT_TIMEOUT_S)
-            except TransportError as exc:
-                with contextlib.suppress(TransportError):
-                    transport.close()
-                log.warning("worker: %s; retrying in %.0f s", exc, delay)
-                self.notifier.status(f"waiting for the broker {b.host}:{b.port}")
-                if self.stop.wait(delay):
-                    return None
-                delay = min(delay * 2, RETRY_MAX_S)
-                continue
-            return transport
-        return None
+        b = self.config.broker
+        return connect_with_retry(
+            lambda: broker_transport(b, self.name, clean_start=True, session_expiry=0),
+            shared_subscriptions(b.prefix, self.cluster.group), self.stop, self.notifier,
+            "worker")
 
 
 def run_postgres(config: AggregatorConfig) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from mosquitto import Mosquitto
+from mosquitto import Mosquitto, free_port
 
 from edgeledger.core.block import seal, sync_message
 from edgeledger.core.bundle import ProofBundle, verify_bundle
@@ -38,13 +38,6 @@ ORIGIN = "process.test/log"
 DEVICE = Signer("gw-1", bytes([7]) * 32)
 TOPICS = DeviceTopics("gw-1", PREFIX)
 BLOCKS = 30
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def write_config(tmp: Path, broker: str, listen: str) -> Path:

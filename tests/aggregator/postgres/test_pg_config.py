@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from edgeledger.aggregator.cluster.process import take_batch
 from edgeledger.aggregator.config import load_aggregator_config, read_aggregator_config
+from edgeledger.aggregator.server import take_batch
 from edgeledger.sync.mqtt import Received
 
 REPO = Path(__file__).resolve().parents[3]
